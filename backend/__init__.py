@@ -1,0 +1,1 @@
+"""FastAPI backend: model registry, REST routes, codecs and caches."""

@@ -1,0 +1,1 @@
+"""FLAM Studio: command line entry points."""

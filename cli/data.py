@@ -1,0 +1,1 @@
+"""`flam data`: placeholder registration, filled in by the worlds work."""

@@ -1,0 +1,1 @@
+"""Gradio studio: a client of the public REST API only (no torch)."""

@@ -1,0 +1,1 @@
+"""FLAM, the monolithic baseline, their tokenizer, rollout, checkpoints, training and metrics (torch)."""
