@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Order is the order shown in `flam --help`.
-SUBCOMMAND_MODULES = ("data",)
+SUBCOMMAND_MODULES = ("data", "train")
 
 
 class CliError(Exception):

@@ -1,0 +1,157 @@
+"""Slot Attention with causal temporal attention: splits each feature grid into K slots that keep their identity.
+
+Every timestep starts from the same K learned slot initialisations; in each iteration the slots compete for
+the feature tokens (softmax over slots, weighted mean over tokens), then each slot attends causally to its own
+values at the same iteration over the last `temporal_window` timesteps. Time is processed in parallel during
+training; `step` adds one timestep with a cache of the past and gives the same result (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from flam.models.layers import MLP, Attention
+
+EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class FactorizerConfig:
+    feature_dim: int = 5  # E: channels of the tokenizer's feature grid
+    grid: int = 8  # h = w: tokens per side
+    n_slots: int = 6  # K
+    width: int = 64  # D
+    heads: int = 4
+    iterations: int = 3
+    temporal_attention: bool = True  # False: the paper's ablation, slots start from the previous step's slots
+    temporal_window: int = 4  # W: a slot attends to its own values at t-W+1..t
+
+
+@dataclass
+class FactorizerCache:
+    """What `step` needs of the past: each iteration's slot values over the last W-1 steps, and the last slots."""
+
+    history: torch.Tensor  # [R, B, K, W-1, D] oldest first
+    valid: torch.Tensor  # [B, W-1] bool: False where the history is shorter than the window
+    slots: torch.Tensor  # [B, K, D] last output slots
+
+
+class Factorizer(nn.Module):
+    """Feature grids -> slots [.., K, D] and attention masks [.., K, N] (masks sum to 1 over slots)."""
+
+    def __init__(self, config: FactorizerConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.width
+        n = config.grid * config.grid
+        self.embed = nn.Linear(config.feature_dim, d)
+        self.position = nn.Parameter(torch.randn(n, d) * 0.02)
+        self.input_mlp = MLP(d)
+        self.norm_input = nn.LayerNorm(d)
+        self.to_k = nn.Linear(d, d, bias=False)
+        self.to_v = nn.Linear(d, d, bias=False)
+        self.slot_init = nn.Parameter(torch.randn(config.n_slots, d))  # learned, one per slot
+        self.norm_slots = nn.LayerNorm(d)
+        self.to_q = nn.Linear(d, d, bias=False)
+        self.gru = nn.GRUCell(d, d)
+        self.norm_mlp = nn.LayerNorm(d)
+        self.mlp = MLP(d)
+        self.norm_temporal = nn.LayerNorm(d)
+        self.temporal = Attention(d, config.heads)
+
+    def _keys_values(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z [M, E, h, w] -> keys, values [M, N, D]."""
+        x = self.embed(z.flatten(2).transpose(1, 2)) + self.position  # [M, N, D]
+        x = self.norm_input(x + self.input_mlp(x))  # [M, N, D]
+        return self.to_k(x), self.to_v(x)
+
+    def _attend(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One slot-attention update. slots [M, K, D], k/v [M, N, D] -> slots [M, K, D], masks [M, K, N]."""
+        m, n_slots, d = slots.shape
+        q = self.to_q(self.norm_slots(slots))  # [M, K, D]
+        logits = torch.einsum("mkd,mnd->mkn", q, k) * d**-0.5  # [M, K, N]
+        masks = logits.softmax(dim=1)  # softmax over SLOTS: slots compete for every token
+        weights = (masks + EPS) / (masks + EPS).sum(dim=2, keepdim=True)  # weighted MEAN over tokens
+        updates = torch.einsum("mkn,mnd->mkd", weights, v)  # [M, K, D]
+        slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).reshape(m, n_slots, d)
+        return slots + self.mlp(self.norm_mlp(slots)), masks
+
+    def _window_mask(self, t: int, device: torch.device) -> torch.Tensor:
+        """[T, T] bool: query time i may attend key time j iff i-W < j <= i (causal, windowed)."""
+        i = torch.arange(t, device=device)
+        lag = i[:, None] - i[None, :]  # [T, T]
+        return (lag >= 0) & (lag < self.config.temporal_window)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, FactorizerCache]:
+        """z [B, T, E, h, w] -> slots [B, T, K, D], masks [B, T, K, N], cache after the last step."""
+        if not self.config.temporal_attention:
+            return self._forward_recurrent(z)
+        b, t = z.shape[:2]
+        k, v = self._keys_values(z.flatten(0, 1))  # [B*T, N, D]
+        slots = self.slot_init.expand(b * t, -1, -1)  # [B*T, K, D]: every timestep starts from the same init
+        mask = self._window_mask(t, z.device)
+        history = []
+        for _ in range(self.config.iterations):
+            slots, masks = self._attend(slots, k, v)  # [B*T, K, D], [B*T, K, N]
+            per_slot = slots.reshape(b, t, *slots.shape[1:]).transpose(1, 2)  # [B, K, T, D]
+            history.append(per_slot)
+            h = self.norm_temporal(per_slot)
+            per_slot = per_slot + self.temporal(h, h, mask)  # each slot over its own past only
+            slots = per_slot.transpose(1, 2).flatten(0, 1)  # [B*T, K, D]
+        slots = slots.reshape(b, t, *slots.shape[1:])  # [B, T, K, D]
+        masks = masks.reshape(b, t, *masks.shape[1:])  # [B, T, K, N]
+        return slots, masks, self._cache_from(torch.stack(history), slots[:, -1])
+
+    def _cache_from(self, history: torch.Tensor, last_slots: torch.Tensor) -> FactorizerCache:
+        """history [R, B, K, T, D] -> the last W-1 steps, left-padded with invalid entries."""
+        r, b, k, t, d = history.shape
+        keep = self.config.temporal_window - 1
+        pad = max(0, keep - t)
+        history = history[:, :, :, max(0, t - keep) :]  # [R, B, K, <=W-1, D]
+        history = torch.cat([history.new_zeros(r, b, k, pad, d), history], dim=3)  # [R, B, K, W-1, D]
+        valid = torch.arange(keep, device=history.device) >= pad  # [W-1]
+        return FactorizerCache(history, valid.expand(b, -1).clone(), last_slots)
+
+    def empty_cache(self, batch: int, device: torch.device) -> FactorizerCache:
+        """The cache before any frame was seen."""
+        c = self.config
+        history = torch.zeros(c.iterations, batch, c.n_slots, c.temporal_window - 1, c.width, device=device)
+        valid = torch.zeros(batch, c.temporal_window - 1, dtype=torch.bool, device=device)
+        return FactorizerCache(history, valid, self.slot_init.expand(batch, -1, -1).to(device))
+
+    def step(self, z: torch.Tensor, cache: FactorizerCache) -> tuple[torch.Tensor, torch.Tensor, FactorizerCache]:
+        """One new timestep. z [B, E, h, w] -> slots [B, K, D], masks [B, K, N], updated cache."""
+        k, v = self._keys_values(z)  # [B, N, D]
+        if not self.config.temporal_attention:
+            slots = cache.slots
+            for _ in range(self.config.iterations):
+                slots, masks = self._attend(slots, k, v)
+            return slots, masks, FactorizerCache(cache.history, cache.valid, slots)
+        b = z.shape[0]
+        slots = self.slot_init.expand(b, -1, -1)  # [B, K, D]
+        keep = self.config.temporal_window - 1
+        valid = torch.cat([cache.valid, cache.valid.new_ones(b, 1)], dim=1)  # [B, W]
+        new_history = []
+        for r in range(self.config.iterations):
+            slots, masks = self._attend(slots, k, v)  # [B, K, D], [B, K, N]
+            window = torch.cat([cache.history[r], slots[:, :, None]], dim=2)  # [B, K, W, D]
+            new_history.append(window[:, :, window.shape[2] - keep :])
+            h = self.norm_temporal(window)
+            query = h[:, :, -1:]  # [B, K, 1, D]
+            attn_mask = valid[:, None, None, :].expand(-1, slots.shape[1], 1, -1)  # [B, K, 1, W]
+            slots = slots + self.temporal(query, h, attn_mask)[:, :, 0]  # [B, K, D]
+        return slots, masks, FactorizerCache(torch.stack(new_history), valid[:, 1:], slots)
+
+    def _forward_recurrent(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, FactorizerCache]:
+        """The ablation: each timestep's slots start from the previous timestep's slots (SAVi-style)."""
+        b, t = z.shape[:2]
+        cache = self.empty_cache(b, z.device)
+        all_slots, all_masks = [], []
+        for i in range(t):
+            slots, masks, cache = self.step(z[:, i], cache)
+            all_slots.append(slots)
+            all_masks.append(masks)
+        return torch.stack(all_slots, 1), torch.stack(all_masks, 1), cache

@@ -1,0 +1,170 @@
+"""FLAM: factored state (K slots) and factored latent action (K vectors of size d/K in one shared space).
+
+IDM_i sees all current slots and only slot i's next value; FDM_i sees all current slots and only slot i's
+action; the aggregator lets the current feature tokens query the predicted slots to build the next grid.
+The `coupling="global"` switch is the paper's Global-Coupled ablation (IDM sees all next slots, FDM all actions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flam.models.factorizer import Factorizer, FactorizerConfig
+from flam.models.lam import Inference, LAMState, Loss
+from flam.models.layers import Block, GaussianHead, gaussian_kl, reparameterize
+
+
+@dataclass(frozen=True)
+class FLAMConfig:
+    factorizer: FactorizerConfig = field(default_factory=FactorizerConfig)
+    action_dim: int = 8  # A = d / K: each slot's latent action size
+    idm_layers: int = 2
+    fdm_layers: int = 2
+    aggregator_layers: int = 2
+    coupling: Literal["factored", "global"] = "factored"
+    beta: float = 2e-4  # KL weight
+
+
+def _slot_sequences(slots: torch.Tensor, marker: torch.Tensor) -> torch.Tensor:
+    """slots [M, K, D] -> [M, K(i), K(j), D]: sequence i is all slots with slot i marked as 'self'."""
+    eye = torch.eye(slots.shape[1], device=slots.device, dtype=slots.dtype)  # [K, K]
+    return slots[:, None] + eye[None, :, :, None] * marker  # [M, K, K, D]
+
+
+def _diagonal(x: torch.Tensor) -> torch.Tensor:
+    """[M, K(i), K(j), D] -> [M, K, D]: token i of sequence i."""
+    return torch.diagonal(x, dim1=1, dim2=2).transpose(1, 2)
+
+
+class InverseDynamics(nn.Module):
+    """q(a^i | s_t^{1..K}, s_{t+1}^i): one shared network applied to every slot."""
+
+    def __init__(self, config: FLAMConfig) -> None:
+        super().__init__()
+        d = config.factorizer.width
+        self.global_coupling = config.coupling == "global"
+        self.self_marker = nn.Parameter(torch.randn(d) * 0.02)
+        self.next_marker = nn.Parameter(torch.randn(d) * 0.02)
+        self.blocks = nn.ModuleList(Block(d, config.factorizer.heads) for _ in range(config.idm_layers))
+        self.head = GaussianHead(d, config.action_dim)
+
+    def forward(self, slots: torch.Tensor, next_slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """slots, next_slots [M, K, D] -> mean, logvar [M, K, A]."""
+        k = slots.shape[1]
+        current = _slot_sequences(slots, self.self_marker)  # [M, K, K, D]
+        if self.global_coupling:
+            upcoming = _slot_sequences(next_slots + self.next_marker, self.self_marker)  # [M, K, K, D]
+        else:
+            upcoming = (next_slots + self.next_marker + self.self_marker)[:, :, None]  # [M, K, 1, D]: own only
+        x = torch.cat([current, upcoming], dim=2)  # [M, K, K + 1 (or 2K), D]
+        for block in self.blocks:
+            x = block(x)
+        own_next = x[:, :, k] if not self.global_coupling else _diagonal(x[:, :, k:])  # [M, K, D]
+        return self.head(own_next)
+
+
+class ForwardDynamics(nn.Module):
+    """s_{t+1}^i = FDM(s_t^{1..K}, a^i): one shared network applied to every slot."""
+
+    def __init__(self, config: FLAMConfig) -> None:
+        super().__init__()
+        d = config.factorizer.width
+        self.global_coupling = config.coupling == "global"
+        self.self_marker = nn.Parameter(torch.randn(d) * 0.02)
+        self.action_embed = nn.Linear(config.action_dim, d)
+        self.blocks = nn.ModuleList(Block(d, config.factorizer.heads) for _ in range(config.fdm_layers))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, d)
+
+    def forward(self, slots: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """slots [M, K, D], actions [M, K, A] -> predicted next slots [M, K, D] (residual on the current slot)."""
+        a = self.action_embed(actions)  # [M, K, D]
+        if self.global_coupling:
+            x = _slot_sequences(slots + a, self.self_marker)  # every token carries its own slot's action
+        else:
+            x = _slot_sequences(slots, self.self_marker) + torch.diag_embed(a.transpose(1, 2)).permute(0, 2, 3, 1)
+            # ^ [M, K, K, D]: sequence i carries only a^i, on token i
+        for block in self.blocks:
+            x = block(x)
+        return slots + self.head(self.norm(_diagonal(x)))
+
+
+class Aggregator(nn.Module):
+    """Next feature grid from the current one: each current token queries the predicted slots."""
+
+    def __init__(self, config: FLAMConfig) -> None:
+        super().__init__()
+        f = config.factorizer
+        d = f.width
+        self.embed = nn.Linear(f.feature_dim, d)
+        self.position = nn.Parameter(torch.randn(f.grid * f.grid, d) * 0.02)
+        self.blocks = nn.ModuleList(Block(d, f.heads) for _ in range(config.aggregator_layers))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, f.feature_dim)
+
+    def forward(self, z: torch.Tensor, next_slots: torch.Tensor) -> torch.Tensor:
+        """z [M, E, h, w], next_slots [M, K, D] -> next z [M, E, h, w] (residual: static content flows through)."""
+        m, e, h, w = z.shape
+        x = self.embed(z.flatten(2).transpose(1, 2)) + self.position  # [M, N, D] queries
+        for block in self.blocks:
+            x = block(x, context=next_slots)  # cross-attention: softmax over SLOTS for every token
+        delta = self.head(self.norm(x)).transpose(1, 2).reshape(m, e, h, w)  # [M, E, h, w]
+        return z + delta
+
+
+class FLAM(nn.Module):
+    """The factored latent action model (stage 2), trained on frozen tokenizer features."""
+
+    def __init__(self, config: FLAMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.n_slots = config.factorizer.n_slots
+        self.action_dim = config.action_dim
+        self.factorizer = Factorizer(config.factorizer)
+        self.idm = InverseDynamics(config)
+        self.fdm = ForwardDynamics(config)
+        self.aggregator = Aggregator(config)
+
+    def _masks(self, masks: torch.Tensor) -> torch.Tensor:
+        """[..., K, N] -> [..., K, h, w]."""
+        g = self.config.factorizer.grid
+        return masks.unflatten(-1, (g, g))
+
+    def forward(self, z: torch.Tensor) -> Loss:
+        """One-step prediction loss over a clip z [B, T, E, h, w]: ||z_{t+1} - ẑ_{t+1}||² + β Σ_i KL."""
+        slots, _, _ = self.factorizer(z)  # [B, T, K, D]
+        current = slots[:, :-1].flatten(0, 1)  # [B*(T-1), K, D]
+        upcoming = slots[:, 1:].flatten(0, 1)  # [B*(T-1), K, D]
+        mean, logvar = self.idm(current, upcoming)  # [B*(T-1), K, A]
+        actions = reparameterize(mean, logvar) if self.training else mean
+        z_next = self.aggregator(z[:, :-1].flatten(0, 1), self.fdm(current, actions))  # [B*(T-1), E, h, w]
+        target = z[:, 1:].flatten(0, 1).float()
+        mse = F.mse_loss(z_next.float(), target)
+        kl = gaussian_kl(mean.float(), logvar.float()).sum(-1).mean()  # sum over slots, mean over transitions
+        loss = mse + self.config.beta * kl
+        return Loss(loss, {"mse": mse.item(), "kl": kl.item()}, z_next.detach().unflatten(0, (z.shape[0], -1)))
+
+    def infer(self, z: torch.Tensor) -> Inference:
+        slots, masks, _ = self.factorizer(z)  # [B, T, K, D], [B, T, K, N]
+        b, t = z.shape[:2]
+        mean, logvar = self.idm(slots[:, :-1].flatten(0, 1), slots[:, 1:].flatten(0, 1))  # [B*(T-1), K, A]
+        shape = (b, t - 1, self.n_slots, self.action_dim)
+        return Inference(slots, self._masks(masks), mean.reshape(shape), (0.5 * logvar).exp().reshape(shape))
+
+    def start(self, z: torch.Tensor) -> LAMState:
+        slots, masks, cache = self.factorizer(z)  # [B, C, K, D], [B, C, K, N]
+        return LAMState(z[:, -1], slots[:, -1], self._masks(masks[:, -1]), cache)
+
+    def predict(self, state: LAMState, actions: torch.Tensor) -> torch.Tensor:
+        return self.aggregator(state.z, self.fdm(state.slots, actions))
+
+    def observe(self, state: LAMState, z: torch.Tensor) -> LAMState:
+        if state.cache is None:
+            raise ValueError("a FLAM state needs its factorizer cache")
+        slots, masks, cache = self.factorizer.step(z, state.cache)  # [B, K, D], [B, K, N]
+        return LAMState(z, slots, self._masks(masks), cache)

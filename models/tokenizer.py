@@ -1,0 +1,129 @@
+"""Stage 1: a CNN encoder, a finite scalar quantizer (FSQ) and a CNN decoder, trained per dataset then frozen.
+
+The feature grid z that the latent action models read and predict is the FSQ code itself: E = len(levels)
+channels with values on a fixed lattice in [-1, 1]. Predicting in that small space keeps the LAM cheap, and
+snapping a prediction to the lattice is exactly "FSQ-quantize the predicted features" before decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    image_size: int = 64
+    downsample: int = 3  # stride-2 stages: 64x64 pixels -> 8x8 tokens (one token per grid-world cell)
+    channels: tuple[int, ...] = (32, 64, 128)  # encoder widths per stage (decoder mirrors them)
+    levels: tuple[int, ...] = (5, 5, 5, 5, 5)  # FSQ levels per channel (odd: symmetric lattice incl. 0)
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != self.downsample:
+            raise ValueError("TokenizerConfig.channels needs one width per downsampling stage")
+        if any(level < 3 or level % 2 == 0 for level in self.levels):
+            raise ValueError("TokenizerConfig.levels must be odd integers >= 3")
+        if self.image_size % (2**self.downsample):
+            raise ValueError(f"image_size {self.image_size} is not divisible by 2**{self.downsample}")
+
+    @property
+    def feature_dim(self) -> int:
+        return len(self.levels)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // 2**self.downsample
+
+
+class FSQ(nn.Module):
+    """Finite scalar quantization: bound each channel with tanh, round to its level lattice, straight-through."""
+
+    def __init__(self, levels: tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer("half_width", (torch.tensor(levels, dtype=torch.float32) - 1) / 2, persistent=False)
+
+    def _shape(self, x: torch.Tensor) -> torch.Tensor:
+        return self.half_width.view(-1, *([1] * (x.dim() - 2)))  # [E, 1, 1] to broadcast over a channel axis at dim 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, E, h, w] unbounded -> codes [B, E, h, w] on the lattice {-1, ..., 1} (gradients pass through)."""
+        half = self._shape(x)
+        bounded = torch.tanh(x) * half
+        return (bounded + (bounded.round() - bounded).detach()) / half
+
+    def snap(self, z: torch.Tensor) -> torch.Tensor:
+        """Quantize already-bounded features (e.g. a dynamics model's prediction) to the nearest lattice point."""
+        half = self._shape(z)
+        return (z.clamp(-1.0, 1.0) * half).round() / half
+
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        """Lattice codes [B, E, h, w] -> small integers in [0, level) per channel, for compact caching."""
+        half = self._shape(z)
+        return (z * half + half).round().to(torch.int8)
+
+    def from_indices(self, idx: torch.Tensor) -> torch.Tensor:
+        """Inverse of `indices`."""
+        half = self._shape(idx)
+        return (idx.float() - half) / half
+
+
+class ResBlock(nn.Module):
+    """3x3 conv residual block."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class Tokenizer(nn.Module):
+    """Frame <-> FSQ feature grid. Frames are float [B, 3, H, W] in [0, 1]."""
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        self.config = config
+        widths = config.channels
+        enc: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1)]
+        prev = widths[0]
+        for width in widths:
+            enc += [nn.Conv2d(prev, width, 4, stride=2, padding=1), ResBlock(width)]
+            prev = width
+        enc += [nn.ReLU(), nn.Conv2d(prev, config.feature_dim, 1)]
+        self.encoder = nn.Sequential(*enc)
+        self.fsq = FSQ(config.levels)
+        dec: list[nn.Module] = [nn.Conv2d(config.feature_dim, widths[-1], 1), ResBlock(widths[-1])]
+        rev = list(reversed(widths))
+        for width, nxt in zip(rev, rev[1:] + [rev[-1]], strict=True):
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, nxt, 3, padding=1), ResBlock(nxt)]
+        dec += [nn.ReLU(), nn.Conv2d(rev[-1], 3, 3, padding=1)]
+        self.decoder = nn.Sequential(*dec)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames [B, 3, H, W] in [0, 1] -> codes z [B, E, h, w] on the FSQ lattice."""
+        return self.fsq(self.encoder(frames * 2.0 - 1.0))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """codes z [B, E, h, w] -> frames [B, 3, H, W] (unclamped; clamp to [0, 1] for display)."""
+        return (self.decoder(z) + 1.0) / 2.0
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction loss for training: pixel MSE of encode -> decode."""
+        recon = self.decode(self.encode(frames))  # [B, 3, H, W]
+        loss = F.mse_loss(recon, frames)
+        return loss, {"mse": loss.item()}
+
+
+def frames_to_tensor(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [0, 1]."""
+    return frames.movedim(-1, -3).float() / 255.0
+
+
+def tensor_to_frames(x: torch.Tensor) -> torch.Tensor:
+    """float [..., 3, H, W] -> uint8 [..., H, W, 3] (clamped, rounded)."""
+    return (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).movedim(-3, -1)

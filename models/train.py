@@ -1,0 +1,450 @@
+"""Training loops for the tokenizer (stage 1) and the latent action models (stage 2), one process or DDP.
+
+One checkpoint folder per run, rewritten atomically every `checkpoint_every` steps with everything `--resume`
+needs (weights, optimizer, step, RNG states), so a run killed with -9 loses only the steps since then.
+Under torchrun (WORLD_SIZE > 1) every rank draws its own clips from a rank-specific RNG, gradients are averaged
+by DistributedDataParallel, and rank 0 alone validates and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from flam.models.checkpoint import (
+    WEIGHTS_FILE,
+    CheckpointError,
+    config_from_dict,
+    file_sha256,
+    flatten_optimizer_state,
+    read_header,
+    read_training,
+    recover_folder,
+    save_checkpoint,
+    unflatten_optimizer_state,
+)
+from flam.models.presets import TrainConfig, lam_preset, tokenizer_preset
+from flam.models.registry import KINDS, build_model, load_model
+from flam.models.tokenizer import Tokenizer, frames_to_tensor
+from flam.models.world_model import default_device
+from flam.worlds.dataset import Dataset
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Distributed:
+    """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); a no-op for a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size())
+
+
+def lr_at(step: int, train: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to lr_min_ratio * lr."""
+    if step < train.warmup:
+        return train.lr * (step + 1) / train.warmup
+    progress = min(1.0, (step - train.warmup) / max(1, train.steps - train.warmup))
+    floor = train.lr * train.lr_min_ratio
+    return floor + (train.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """The loop both stages share: sample, step, clip, log, validate, checkpoint, resume."""
+
+    def __init__(
+        self,
+        kind: str,
+        model_config: Any,
+        train: TrainConfig,
+        out: Path,
+        sample: Callable[[np.random.Generator, int], torch.Tensor],
+        validate: Callable[[nn.Module], dict[str, float]],
+        device: torch.device,
+        world: Distributed,
+        extra: dict[str, Any],
+        log: Log,
+    ) -> None:
+        self.kind, self.model_config, self.train, self.out = kind, model_config, train, Path(out)
+        self.sample, self.validate, self.device, self.world, self.extra, self.log = (
+            sample,
+            validate,
+            device,
+            world,
+            extra,
+            log,
+        )
+        torch.manual_seed(train.seed)  # same initial weights on every rank
+        self.model = build_model(kind, model_config).to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.rng = np.random.default_rng([train.seed, world.rank])  # each rank draws different clips
+        self.step = 0
+        self.seconds = 0.0
+        self.history: list[dict[str, float]] = []
+        self.ddp = DistributedDataParallel(self.model) if world.world_size > 1 else None
+
+    def resume(self) -> None:
+        """Continue from the checkpoint in `out` (weights, optimizer, step, RNG states, history)."""
+        recover_folder(self.out)
+        header = read_header(self.out, (self.kind,))
+        saved = config_from_dict(KINDS[self.kind][0], header["config"])
+        if saved != self.model_config:
+            raise CheckpointError(f"{self.out}: was trained with another model config; resume with the same flags")
+        model, _ = load_model(self.out, (self.kind,))
+        self.model.load_state_dict(model.state_dict())
+        training, tensors = read_training(self.out)
+        self.optimizer.load_state_dict(unflatten_optimizer_state(tensors, training["optimizer"]))
+        self.step = int(training["step"])
+        self.seconds = float(training["seconds"])
+        self.history = list(training["history"])
+        rng_states = training["rng"]
+        self.rng.bit_generator.state = rng_states[min(self.world.rank, len(rng_states) - 1)]
+        torch.set_rng_state(tensors["torch_rng"])
+        self.log(f"resumed {self.out} at step {self.step}")
+
+    def _checkpoint(self) -> None:
+        rng_states = self._gather_rng()
+        if not self.world.is_main:
+            return
+        optim_tensors, optim_rest = flatten_optimizer_state(self.optimizer.state_dict())
+        training = {
+            "step": self.step,
+            "steps": self.train.steps,
+            "seconds": round(self.seconds, 1),
+            "world_size": self.world.world_size,
+            "train_config": asdict(self.train),
+            "history": self.history,
+            "optimizer": optim_rest,
+            "rng": rng_states,
+            "command": " ".join(sys.argv),
+        }
+        save_checkpoint(
+            self.out,
+            self.kind,
+            self.model_config,
+            self.model,
+            extra=self.extra,
+            training=training,
+            training_state={**optim_tensors, "torch_rng": torch.get_rng_state()},
+        )
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        state = self.rng.bit_generator.state
+        if self.world.world_size == 1:
+            return [state]
+        states: list[Any] = [None] * self.world.world_size
+        dist.all_gather_object(states, state)
+        return states
+
+    def run(self) -> nn.Module:
+        train = self.train
+        net = self.ddp or self.model
+        autocast = train.bf16 and self.device.type in ("cpu", "cuda")
+        bar = tqdm(
+            total=train.steps,
+            initial=self.step,
+            disable=not self.world.is_main,
+            dynamic_ncols=True,
+            unit="step",
+            desc=self.kind,
+        )
+        while self.step < train.steps:
+            started = time.perf_counter()
+            net.train()
+            batch = self.sample(self.rng, train.batch_size).to(self.device)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step, train)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                result = net(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            result.loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            self.seconds += time.perf_counter() - started
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in result.logs.items()} | {"gnorm": f"{grad_norm:.2f}"})
+            if self.world.is_main and (self.step % train.val_every == 0 or self.step == train.steps):
+                net.eval()
+                with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                    metrics = self.validate(self.model)
+                metrics = {"step": self.step, "seconds": round(self.seconds, 1), **metrics}
+                self.history.append(metrics)
+                bar.write(f"[{self.kind}] validation " + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
+            if self.step % train.checkpoint_every == 0 or self.step == train.steps:
+                self._checkpoint()
+        bar.close()
+        if self.step == train.steps and self.world.is_main:
+            rate = self.step / max(self.seconds, 1e-9)
+            self.log(f"[{self.kind}] done: {self.step} steps, {self.seconds:.0f} s, {rate:.2f} steps/s -> {self.out}")
+        return self.model
+
+
+def _print(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _announce(
+    kind: str,
+    model_config: Any,
+    train: TrainConfig,
+    world: Distributed,
+    device: torch.device,
+    model_params: int,
+    log: Log,
+) -> None:
+    if world.is_main:
+        resolved = {
+            "kind": kind,
+            "device": str(device),
+            "world_size": world.world_size,
+            "parameters": model_params,
+            "model": asdict(model_config),
+            "train": asdict(train),
+        }
+        log("resolved config: " + json.dumps(resolved))
+
+
+def open_dataset(path: Path) -> Dataset:
+    return Dataset.open(Path(path))
+
+
+def train_tokenizer(
+    data: Path,
+    out: Path,
+    preset: str = "default",
+    steps: int | None = None,
+    resume: bool = False,
+    device: torch.device | None = None,
+    bf16: bool | None = None,
+    log: Log = _print,
+) -> nn.Module:
+    """Stage 1: fit the tokenizer to a dataset's training frames (pixel MSE)."""
+    device = device or default_device()
+    world = init_distributed(device)
+    dataset = open_dataset(data)
+    model_config, train = tokenizer_preset(preset, dataset.image_size)
+    train = _override(train, steps, bf16)
+    train_frames = dataset.frames_for(dataset.split("train"))  # uint8 [E, T, H, W, 3]
+    train_frames = torch.from_numpy(train_frames.reshape(-1, *train_frames.shape[2:]))  # [E*T, H, W, 3]
+    val_frames = dataset.frames_for(dataset.split("val") or dataset.split("train")[:1])
+    val_frames = torch.from_numpy(val_frames.reshape(-1, *val_frames.shape[2:]))
+
+    def sample(rng: np.random.Generator, batch: int) -> torch.Tensor:
+        return frames_to_tensor(train_frames[rng.integers(0, len(train_frames), batch)])  # [B, 3, H, W]
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        count = min(len(val_frames), train.batch_size * train.val_batches)
+        x = frames_to_tensor(val_frames[:count]).to(device)
+        recon = model.decode(model.encode(x)).float().clamp(0, 1)
+        mse = torch.mean((recon - x) ** 2).item()
+        return {"val_mse": mse, "val_psnr": 10 * math.log10(1.0 / max(mse, 1e-10))}
+
+    extra = {"data": _data_summary(dataset, data)}
+    trainer = Trainer("tokenizer", model_config, train, out, sample, validate, device, world, extra, log)
+    _announce("tokenizer", model_config, train, world, device, _count(trainer.model), log)
+    if resume:
+        trainer.resume()
+    return trainer.run()
+
+
+def _override(train: TrainConfig, steps: int | None, bf16: bool | None) -> TrainConfig:
+    if steps is not None:
+        if steps < 1:
+            raise ValueError("--steps must be at least 1")
+        train = replace(train, steps=steps, warmup=min(train.warmup, max(1, steps // 10)))
+    if bf16 is not None:
+        train = replace(train, bf16=bf16)
+    return train
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _data_summary(dataset: Dataset, path: Path) -> dict[str, Any]:
+    manifest = dataset.manifest
+    keys = ("world", "seed", "n_agents", "n_episodes", "steps", "image_size", "source")
+    return {"path": str(path), **{k: manifest.get(k) for k in keys if k in manifest}}
+
+
+@torch.inference_mode()
+def encode_dataset(
+    tokenizer: Tokenizer, dataset: Dataset, episodes: list[int], device: torch.device, chunk: int = 512
+) -> torch.Tensor:
+    """FSQ codes of every frame of some episodes as small ints, int8 [E, T, E_feat, h, w] on the CPU."""
+    frames = dataset.frames_for(episodes)  # uint8 [E, T, H, W, 3]
+    flat = torch.from_numpy(frames.reshape(-1, *frames.shape[2:]))
+    codes = []
+    for start in range(0, len(flat), chunk):
+        z = tokenizer.encode(frames_to_tensor(flat[start : start + chunk]).to(device))
+        codes.append(tokenizer.fsq.indices(z).cpu())
+    out = torch.cat(codes)  # [E*T, E_feat, h, w]
+    return out.reshape(len(episodes), frames.shape[1], *out.shape[1:])
+
+
+def cached_codes(
+    tokenizer_dir: Path, tokenizer: Tokenizer, dataset: Dataset, data: Path, split: str, device: torch.device
+) -> torch.Tensor:
+    """Tokenizer codes of one split, cached in the dataset folder by tokenizer weight hash (int8 .npy)."""
+    digest = file_sha256(Path(tokenizer_dir) / WEIGHTS_FILE)[:16]
+    path = Path(data) / "cache" / f"codes-{digest}-{split}.npy"
+    if path.exists():
+        return torch.from_numpy(np.load(path))
+    codes = encode_dataset(tokenizer, dataset, dataset.split(split), device)
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    np.save(tmp, codes.numpy())
+    os.replace(tmp, path)
+    return codes
+
+
+def token_masks(entity_map: np.ndarray, grid: int, n_entities: int) -> np.ndarray:
+    """Pixel entity map uint8 [T, H, W] -> share of each token's pixels per entity, float [T, N, h, w]."""
+    t, height, width = entity_map.shape
+    cell = height // grid
+    onehot = entity_map[:, None] == np.arange(1, n_entities + 1)[None, :, None, None]  # [T, N, H, W]
+    return onehot.reshape(t, n_entities, grid, cell, grid, cell).mean(axis=(3, 5))
+
+
+def binding_scores(masks: torch.Tensor, entity_tokens: torch.Tensor) -> dict[str, float]:
+    """How well slots bind entities on validation clips.
+
+    masks [F, K, h, w] (slot masks, sum 1 over K), entity_tokens [F, N, h, w] (each entity's share of a token).
+    `binding`: share of entities whose dominant slot is dominant for no other entity; `purity`: mean mask mass
+    of an entity's tokens that goes to its dominant slot.
+    """
+    mass = torch.einsum("fkhw,fnhw->nk", masks.float(), entity_tokens.float())  # [N, K]
+    owners = mass.argmax(dim=1)  # [N]
+    unique = [(owners == owners[i]).sum().item() == 1 for i in range(len(owners))]
+    purity = (mass.max(dim=1).values / mass.sum(dim=1).clamp_min(1e-9)).mean().item()
+    return {"binding": float(np.mean(unique)), "purity": purity}
+
+
+def train_lam(
+    arch: str,
+    tokenizer_dir: Path,
+    data: Path,
+    out: Path,
+    preset: str = "default",
+    steps: int | None = None,
+    resume: bool = False,
+    slots: int | None = None,
+    action_size: int = 48,
+    overrides: dict[str, Any] | None = None,
+    device: torch.device | None = None,
+    bf16: bool | None = None,
+    log: Log = _print,
+) -> nn.Module:
+    """Stage 2: train FLAM or the monolithic baseline on the frozen tokenizer's cached codes."""
+    device = device or default_device()
+    world = init_distributed(device)
+    dataset = open_dataset(data)
+    tokenizer, _ = load_model(Path(tokenizer_dir), ("tokenizer",))
+    tokenizer = tokenizer.to(device)
+    tok = tokenizer.config
+    if tok.image_size != dataset.image_size:
+        raise ValueError(f"the tokenizer takes {tok.image_size}px frames, the dataset has {dataset.image_size}px")
+    n_slots = slots or max(2, int(dataset.manifest.get("n_agents") or 4) + 2)
+    model_config, train = lam_preset(preset, arch, tok.feature_dim, tok.grid, n_slots, action_size)
+    if overrides:
+        model_config = _apply_overrides(model_config, overrides)
+    train = _override(train, steps, bf16)
+    if dataset.frames_per_episode < train.clip_frames:
+        train = replace(train, clip_frames=dataset.frames_per_episode)
+    # Every rank encodes (or reads the cache) itself; rank 0 writes the cache first so the others read it.
+    if world.is_main:
+        train_codes = cached_codes(tokenizer_dir, tokenizer, dataset, data, "train", device)
+    if world.world_size > 1:
+        dist.barrier()
+    if not world.is_main:
+        train_codes = cached_codes(tokenizer_dir, tokenizer, dataset, data, "train", device)
+    val_episodes = dataset.split("val") or dataset.split("train")[:4]
+    val_codes = encode_dataset(tokenizer, dataset, val_episodes, device)
+    fsq = tokenizer.fsq
+    clip = train.clip_frames
+
+    def sample(rng: np.random.Generator, batch: int) -> torch.Tensor:
+        episodes = rng.integers(0, train_codes.shape[0], batch)
+        starts = rng.integers(0, train_codes.shape[1] - clip + 1, batch)
+        idx = torch.from_numpy(starts)[:, None] + torch.arange(clip)[None]  # [B, T]
+        codes = train_codes[torch.from_numpy(episodes)[:, None], idx]  # int8 [B, T, E, h, w]
+        return fsq.from_indices(codes.flatten(0, 1)).unflatten(0, (batch, clip))
+
+    val_count = min(val_codes.shape[0], train.batch_size * train.val_batches)
+    val_clips = fsq.from_indices(val_codes[:val_count, :clip].flatten(0, 1)).unflatten(0, (val_count, clip))
+    entity_tokens = None
+    if dataset.has_ground_truth and dataset.n_entities > 0:
+        maps = [dataset.ground_truth(e).entity_map[:clip] for e in val_episodes[:val_count]]
+        entity_tokens = torch.from_numpy(
+            np.stack([token_masks(m, tok.grid, dataset.n_entities) for m in maps])
+        ).flatten(0, 1)  # [F, N, h, w]
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        losses, accs, masks = [], [], []
+        for start in range(0, val_count, train.batch_size):
+            z = val_clips[start : start + train.batch_size].to(device)
+            result = model(z)
+            target = z[:, 1:]
+            hit = (fsq.snap(result.prediction.float()) == target).all(dim=2)  # [B, T-1, h, w]
+            losses.append(result.logs["mse"])
+            accs.append(hit.float().mean().item())
+            if entity_tokens is not None and arch == "flam":
+                masks.append(model.infer(z).masks.float().cpu())
+        metrics = {"val_mse": float(np.mean(losses)), "val_token_acc": float(np.mean(accs))}
+        if masks:
+            metrics |= binding_scores(torch.cat(masks).flatten(0, 1), entity_tokens)
+        return metrics
+
+    extra = {
+        "tokenizer": {
+            "path": os.path.relpath(Path(tokenizer_dir).resolve(), Path(out).resolve()),
+            "sha256": file_sha256(Path(tokenizer_dir) / WEIGHTS_FILE),
+        },
+        "data": _data_summary(dataset, data),
+    }
+    trainer = Trainer(arch, model_config, train, out, sample, validate, device, world, extra, log)
+    _announce(arch, model_config, train, world, device, _count(trainer.model), log)
+    if resume:
+        trainer.resume()
+    return trainer.run()
+
+
+def _apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """Set top-level or nested (`factorizer.temporal_attention`) config fields by name."""
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        names = {f.name for f in fields(config)}
+        if head not in names:
+            raise ValueError(f"unknown model option {key!r}; known: {sorted(names)}")
+        if rest:
+            config = replace(config, **{head: _apply_overrides(getattr(config, head), {rest: value})})
+        else:
+            config = replace(config, **{head: value})
+    return config

@@ -1,0 +1,145 @@
+"""Model invariants: shapes, masks, slot permutation equivariance, the factorization property, FSQ, caches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flam.models.factorizer import Factorizer, FactorizerConfig
+from flam.models.flam import FLAM, FLAMConfig
+from flam.models.monolithic import Monolithic, MonolithicConfig
+from flam.models.tokenizer import FSQ, Tokenizer, TokenizerConfig
+
+E, G, K, A = 3, 4, 3, 4
+
+
+def flam_config(**kwargs) -> FLAMConfig:
+    factorizer = FactorizerConfig(feature_dim=E, grid=G, n_slots=K, width=16, heads=2, iterations=2)
+    return FLAMConfig(factorizer=factorizer, action_dim=A, idm_layers=1, fdm_layers=1, aggregator_layers=1, **kwargs)
+
+
+def codes(b: int = 2, t: int = 5, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 5, (b, t, E, G, G), generator=g).float() - 2) / 2  # lattice {-1, -.5, 0, .5, 1}
+
+
+def test_tokenizer_shapes_and_fsq_round_trip() -> None:
+    config = TokenizerConfig(image_size=32, downsample=2, channels=(8, 8), levels=(5, 3, 7))
+    tok = Tokenizer(config)
+    z = tok.encode(torch.rand(2, 3, 32, 32))
+    assert z.shape == (2, 3, 8, 8)
+    assert tok.decode(z).shape == (2, 3, 32, 32)
+    fsq = tok.fsq
+    assert torch.equal(fsq.snap(z), z)  # codes are on the lattice already
+    assert torch.equal(fsq.from_indices(fsq.indices(z)), z)
+    idx = fsq.indices(z)
+    assert idx.min() >= 0 and (idx.amax(dim=(0, 2, 3)) <= torch.tensor([4, 2, 6])).all()
+
+
+def test_fsq_snap_rounds_to_nearest_level() -> None:
+    fsq = FSQ((5,))
+    x = torch.tensor([-1.3, -0.74, -0.2, 0.26, 0.9]).view(1, 1, 1, 5)
+    assert fsq.snap(x).flatten().tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
+
+
+def test_factorizer_masks_sum_to_one_over_slots() -> None:
+    fac = Factorizer(flam_config().factorizer)
+    slots, masks, _ = fac(codes())
+    assert slots.shape == (2, 5, K, 16)
+    assert masks.shape == (2, 5, K, G * G)
+    torch.testing.assert_close(masks.sum(dim=2), torch.ones(2, 5, G * G))
+
+
+@pytest.mark.parametrize("temporal", [True, False])
+def test_factorizer_step_matches_parallel_pass(temporal: bool) -> None:
+    config = FactorizerConfig(feature_dim=E, grid=G, n_slots=K, width=16, heads=2, temporal_window=3,
+                              temporal_attention=temporal)
+    fac = Factorizer(config).eval()
+    z = codes(t=6)
+    with torch.no_grad():
+        slots, masks, _ = fac(z)
+        _, _, cache = fac(z[:, :2])
+        for t in range(2, 6):
+            step_slots, step_masks, cache = fac.step(z[:, t], cache)
+            torch.testing.assert_close(step_slots, slots[:, t], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(step_masks, masks[:, t], atol=1e-5, rtol=1e-4)
+
+
+def test_permuting_slot_initialisations_permutes_slots_and_actions() -> None:
+    model = FLAM(flam_config()).eval()
+    z = codes()
+    perm = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        before = model.infer(z)
+        model.factorizer.slot_init.copy_(model.factorizer.slot_init[perm])
+        after = model.infer(z)
+    torch.testing.assert_close(after.slots, before.slots[:, :, perm], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(after.masks, before.masks[:, :, perm], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(after.actions, before.actions[:, :, perm], atol=1e-5, rtol=1e-4)
+
+
+def test_idm_of_a_slot_ignores_other_slots_next_values() -> None:
+    model = FLAM(flam_config()).eval()
+    slots, upcoming = torch.randn(2, K, 16), torch.randn(2, K, 16)
+    changed = upcoming.clone()
+    changed[:, 1] += 3.0 * torch.randn(2, 16)
+    with torch.no_grad():
+        mean, logvar = model.idm(slots, upcoming)
+        mean2, logvar2 = model.idm(slots, changed)
+    keep = [0, 2]
+    torch.testing.assert_close(mean2[:, keep], mean[:, keep])
+    torch.testing.assert_close(logvar2[:, keep], logvar[:, keep])
+    assert not torch.allclose(mean2[:, 1], mean[:, 1])
+
+
+def test_fdm_of_a_slot_ignores_other_slots_actions() -> None:
+    model = FLAM(flam_config()).eval()
+    slots, actions = torch.randn(2, K, 16), torch.randn(2, K, A)
+    changed = actions.clone()
+    changed[:, 0] += 2.0
+    with torch.no_grad():
+        out, out2 = model.fdm(slots, actions), model.fdm(slots, changed)
+    torch.testing.assert_close(out2[:, 1:], out[:, 1:])
+    assert not torch.allclose(out2[:, 0], out[:, 0])
+
+
+def test_global_coupling_ablation_couples_slots() -> None:
+    model = FLAM(flam_config(coupling="global")).eval()
+    slots, actions = torch.randn(2, K, 16), torch.randn(2, K, A)
+    changed = actions.clone()
+    changed[:, 0] += 2.0
+    with torch.no_grad():
+        assert not torch.allclose(model.fdm(slots, changed)[:, 1], model.fdm(slots, actions)[:, 1])
+
+
+@pytest.mark.parametrize("arch", ["flam", "monolithic"])
+def test_loss_and_inference_shapes(arch: str) -> None:
+    if arch == "flam":
+        model = FLAM(flam_config())
+        k, a = K, A
+    else:
+        model = Monolithic(MonolithicConfig(feature_dim=E, grid=G, width=16, heads=2, action_dim=12))
+        k, a = 1, 12
+    z = codes()
+    loss = model(z)
+    assert loss.loss.ndim == 0 and torch.isfinite(loss.loss)
+    assert set(loss.logs) == {"mse", "kl"}
+    assert loss.prediction.shape == (2, 4, E, G, G)
+    inference = model.eval().infer(z)
+    assert inference.actions.shape == (2, 4, k, a)
+    assert inference.masks.shape == (2, 5, k, G, G)
+    state = model.start(z[:, :2])
+    nxt = model.predict(state, torch.zeros(2, k, a))
+    assert nxt.shape == (2, E, G, G)
+    assert model.observe(state, nxt).masks.shape == (2, k, G, G)
+
+
+def test_default_presets_are_capacity_matched() -> None:
+    from flam.models.presets import lam_preset
+
+    flam_cfg, _ = lam_preset("default", "flam", 5, 8, 6, 48)
+    mono_cfg, _ = lam_preset("default", "monolithic", 5, 8, 6, 48)
+    n_flam = sum(p.numel() for p in FLAM(flam_cfg).parameters())
+    n_mono = sum(p.numel() for p in Monolithic(mono_cfg).parameters())
+    assert abs(n_mono - n_flam) / n_flam <= 0.2
+    assert flam_cfg.action_dim * flam_cfg.factorizer.n_slots == mono_cfg.action_dim
