@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from flam.models.factorizer import Factorizer, FactorizerConfig
-from flam.models.lam import Inference, LAMState, Loss
+from flam.models.lam import Inference, LAMState
 from flam.models.layers import Block, GaussianHead, gaussian_kl, reparameterize
+from flam.models.outputs import Loss
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,7 @@ from typing import Protocol
 import torch
 
 from flam.models.factorizer import FactorizerCache
-
-
-@dataclass
-class Loss:
-    """A training objective and the scalar parts worth logging."""
-
-    loss: torch.Tensor
-    logs: dict[str, float]
-    prediction: torch.Tensor  # [B, T-1, E, h, w] the one-step predictions (detached), for validation metrics
+from flam.models.outputs import Loss
 
 
 @dataclass

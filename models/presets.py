@@ -32,11 +32,11 @@ class TrainConfig:
 def tokenizer_preset(name: str, image_size: int) -> tuple[TokenizerConfig, TrainConfig]:
     if name == "tiny":
         return (
-            TokenizerConfig(image_size=image_size, channels=(8, 16, 16), levels=(5, 5, 5)),
+            TokenizerConfig(image_size=image_size, channels=(8, 16), levels=(5, 5, 5)),
             TrainConfig(steps=30, batch_size=16, lr=2e-3, warmup=5, val_every=15, checkpoint_every=15, val_batches=1),
         )
     return (
-        TokenizerConfig(image_size=image_size, channels=(16, 32, 64), levels=(5, 5, 5, 5, 5)),
+        TokenizerConfig(image_size=image_size, channels=(32, 64), levels=(5, 5, 5, 5, 5)),
         TrainConfig(steps=3000, batch_size=32, lr=2e-3, warmup=100, val_every=250, checkpoint_every=500),
     )
 

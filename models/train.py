@@ -196,7 +196,7 @@ class Trainer:
                     metrics = self.validate(self.model)
                 metrics = {"step": self.step, "seconds": round(self.seconds, 1), **metrics}
                 self.history.append(metrics)
-                bar.write(f"[{self.kind}] validation " + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
+                self.log(f"[{self.kind}] validation " + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
             if self.step % train.checkpoint_every == 0 or self.step == train.steps:
                 self._checkpoint()
         bar.close()
@@ -207,7 +207,8 @@ class Trainer:
 
 
 def _print(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    with tqdm.external_write_mode(file=sys.stderr):
+        print(message, file=sys.stderr, flush=True)
 
 
 def _announce(
@@ -320,7 +321,8 @@ def cached_codes(
     codes = encode_dataset(tokenizer, dataset, dataset.split(split), device)
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    np.save(tmp, codes.numpy())
+    with open(tmp, "wb") as handle:
+        np.save(handle, codes.numpy())
     os.replace(tmp, path)
     return codes
 

@@ -24,7 +24,7 @@ def codes(b: int = 2, t: int = 5, seed: int = 0) -> torch.Tensor:
 
 
 def test_tokenizer_shapes_and_fsq_round_trip() -> None:
-    config = TokenizerConfig(image_size=32, downsample=2, channels=(8, 8), levels=(5, 3, 7))
+    config = TokenizerConfig(image_size=32, patch=4, channels=(8, 8), levels=(5, 3, 7))
     tok = Tokenizer(config)
     z = tok.encode(torch.rand(2, 3, 32, 32))
     assert z.shape == (2, 3, 8, 8)
@@ -52,8 +52,9 @@ def test_factorizer_masks_sum_to_one_over_slots() -> None:
 
 @pytest.mark.parametrize("temporal", [True, False])
 def test_factorizer_step_matches_parallel_pass(temporal: bool) -> None:
-    config = FactorizerConfig(feature_dim=E, grid=G, n_slots=K, width=16, heads=2, temporal_window=3,
-                              temporal_attention=temporal)
+    config = FactorizerConfig(
+        feature_dim=E, grid=G, n_slots=K, width=16, heads=2, temporal_window=3, temporal_attention=temporal
+    )
     fac = Factorizer(config).eval()
     z = codes(t=6)
     with torch.no_grad():

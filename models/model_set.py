@@ -1,0 +1,76 @@
+"""A model set: one folder per dataset holding the tokenizer, the LAMs trained on it and sample episodes.
+
+    checkpoints/<set>/tokenizer/    stage-1 checkpoint
+    checkpoints/<set>/flam/         FLAM checkpoint (+ eval.json and MODEL_CARD.md once evaluated)
+    checkpoints/<set>/monolithic/   the baseline, same tokenizer
+    checkpoints/<set>/episodes/     a few held-out episodes in the dataset format: contexts the app offers
+
+Models are named "<set>/<lam>" (e.g. "multigrid-4/flam"); names come only from what is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flam.models.checkpoint import CONFIG_FILE, TRAINING_FILE, read_header
+from flam.models.registry import LAM_KINDS
+from flam.worlds.dataset import Dataset, write_dataset
+
+TOKENIZER = "tokenizer"
+EPISODES = "episodes"
+EVAL_FILE = "eval.json"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str  # "<set>/<lam folder>"
+    folder: Path  # the LAM checkpoint folder
+    kind: str  # "flam" or "monolithic"
+    episodes: Path | None  # the set's sample episodes, if bundled
+
+    def evaluation(self) -> dict[str, Any] | None:
+        """The checkpoint's eval.json (written by `flam eval`), if any."""
+        path = self.folder / EVAL_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def training(self) -> dict[str, Any] | None:
+        """A short summary of training.json: steps, seconds, last validation metrics."""
+        path = self.folder / TRAINING_FILE
+        if not path.is_file():
+            return None
+        training = json.loads(path.read_text())
+        history = training.get("history") or [{}]
+        return {"steps": training.get("step"), "seconds": training.get("seconds"), "last_validation": history[-1]}
+
+
+def discover(checkpoints: Path) -> list[ModelEntry]:
+    """Every LAM checkpoint under `checkpoints/<set>/`, sorted by name."""
+    entries = []
+    for set_dir in sorted(p for p in Path(checkpoints).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        episodes = set_dir / EPISODES
+        for folder in sorted(p for p in set_dir.iterdir() if (p / CONFIG_FILE).is_file()):
+            kind = read_header(folder).get("kind")
+            if kind in LAM_KINDS:
+                entries.append(
+                    ModelEntry(f"{set_dir.name}/{folder.name}", folder, kind, episodes if episodes.is_dir() else None)
+                )
+    return entries
+
+
+def bundle_episodes(data: Path, set_dir: Path, split: str = "test", count: int = 16) -> Path:
+    """Copy the first `count` episodes of a dataset split into `set_dir/episodes` (the app's sample contexts)."""
+    dataset = Dataset.open(data)
+    chosen = dataset.split(split)[:count]
+    fields = {
+        key: dataset.manifest[key]
+        for key in ("world", "world_params", "seed", "n_agents", "n_distractors", "entity_colors", "action_names")
+    }
+    fields["source"] = {"bundled_from": str(data), "split": split, "episodes": chosen}
+    out = Path(set_dir) / EPISODES
+    write_dataset(
+        out, (dataset.episode(e) for e in chosen), fields, n_episodes=len(chosen), overwrite=True, progress=False
+    )
+    return out
