@@ -84,6 +84,8 @@ def write_folder_atomically(target: Path, write: typing.Callable[[Path], None]) 
         for path in tmp.iterdir():  # flush file contents before the rename makes them visible
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+            path.chmod(0o644)  # mkdtemp and safetensors create owner-only files; checkpoints are shared read-only
+        tmp.chmod(0o755)
         backup = _backup_name(target)
         if target.exists():
             shutil.rmtree(backup, ignore_errors=True)

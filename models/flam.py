@@ -104,7 +104,7 @@ class Aggregator(nn.Module):
         d = f.width
         self.embed = nn.Linear(f.feature_dim, d)
         self.position = nn.Parameter(torch.randn(f.grid * f.grid, d) * 0.02)
-        self.blocks = nn.ModuleList(Block(d, f.heads) for _ in range(config.aggregator_layers))
+        self.blocks = nn.ModuleList(Block(d, f.heads, cross=True) for _ in range(config.aggregator_layers))
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, f.feature_dim)
 

@@ -45,12 +45,12 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: self-attention (or cross-attention to a context) then an MLP."""
+    """Pre-norm transformer block: self-attention (or, with `cross`, attention to a context) then an MLP."""
 
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, cross: bool = False) -> None:
         super().__init__()
         self.norm_x = nn.LayerNorm(width)
-        self.norm_context = nn.LayerNorm(width)
+        self.norm_context = nn.LayerNorm(width) if cross else None
         self.attn = Attention(width, heads)
         self.norm_mlp = nn.LayerNorm(width)
         self.mlp = MLP(width)
@@ -60,7 +60,9 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         """x [..., Q, D]; context [..., S, D] or None for self-attention."""
         h = self.norm_x(x)
-        c = h if context is None else self.norm_context(context)
+        if (context is None) != (self.norm_context is None):
+            raise ValueError("a cross-attention block needs a context and a self-attention block takes none")
+        c = h if self.norm_context is None else self.norm_context(context)
         x = x + self.attn(h, c, mask)
         return x + self.mlp(self.norm_mlp(x))
 

@@ -37,7 +37,7 @@ def tokenizer_preset(name: str, image_size: int) -> tuple[TokenizerConfig, Train
         )
     return (
         TokenizerConfig(image_size=image_size, channels=(32, 64), levels=(5, 5, 5, 5, 5)),
-        TrainConfig(steps=3000, batch_size=32, lr=2e-3, warmup=100, val_every=250, checkpoint_every=500),
+        TrainConfig(steps=4000, batch_size=32, lr=2e-3, warmup=100, val_every=250, checkpoint_every=500),
     )
 
 

@@ -8,6 +8,7 @@ by DistributedDataParallel, and rank 0 alone validates and writes checkpoints.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -108,6 +109,7 @@ class Trainer:
         self.seconds = 0.0
         self.history: list[dict[str, float]] = []
         self.ddp = DistributedDataParallel(self.model) if world.world_size > 1 else None
+        self.data_digest = hashlib.sha256()  # of every batch this process drew: shows ranks see different data
 
     def resume(self) -> None:
         """Continue from the checkpoint in `out` (weights, optimizer, step, RNG states, history)."""
@@ -129,7 +131,9 @@ class Trainer:
         self.log(f"resumed {self.out} at step {self.step}")
 
     def _checkpoint(self) -> None:
-        rng_states = self._gather_rng()
+        rng_states = self._gather(self.rng.bit_generator.state)
+        data_digests = self._gather(self.data_digest.hexdigest())
+        weight_digests = self._gather(_weights_digest(self.model))
         if not self.world.is_main:
             return
         optim_tensors, optim_rest = flatten_optimizer_state(self.optimizer.state_dict())
@@ -142,6 +146,8 @@ class Trainer:
             "history": self.history,
             "optimizer": optim_rest,
             "rng": rng_states,
+            "data_digests": data_digests,  # per rank, of the batches drawn since this process started
+            "weight_digests": weight_digests,  # per rank: DDP keeps them identical
             "command": " ".join(sys.argv),
         }
         save_checkpoint(
@@ -154,13 +160,13 @@ class Trainer:
             training_state={**optim_tensors, "torch_rng": torch.get_rng_state()},
         )
 
-    def _gather_rng(self) -> list[dict[str, Any]]:
-        state = self.rng.bit_generator.state
+    def _gather(self, value: Any) -> list[Any]:
+        """The value from every rank, in rank order."""
         if self.world.world_size == 1:
-            return [state]
-        states: list[Any] = [None] * self.world.world_size
-        dist.all_gather_object(states, state)
-        return states
+            return [value]
+        values: list[Any] = [None] * self.world.world_size
+        dist.all_gather_object(values, value)
+        return values
 
     def run(self) -> nn.Module:
         train = self.train
@@ -177,7 +183,9 @@ class Trainer:
         while self.step < train.steps:
             started = time.perf_counter()
             net.train()
-            batch = self.sample(self.rng, train.batch_size).to(self.device)
+            batch = self.sample(self.rng, train.batch_size)
+            self.data_digest.update(batch.numpy().tobytes())
+            batch = batch.to(self.device)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, train)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -204,6 +212,14 @@ class Trainer:
             rate = self.step / max(self.seconds, 1e-9)
             self.log(f"[{self.kind}] done: {self.step} steps, {self.seconds:.0f} s, {rate:.2f} steps/s -> {self.out}")
         return self.model
+
+
+def _weights_digest(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _print(message: str) -> None:

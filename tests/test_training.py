@@ -1,0 +1,197 @@
+"""Training: the loss falls, resume continues exactly, kill -9 loses only the steps since the last checkpoint,
+DDP on two CPU ranks, and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from flam.main import main
+from flam.models.checkpoint import read_training
+from flam.models.registry import load_model
+from flam.models.train import train_lam, train_tokenizer
+
+FLAM_BIN = [sys.executable, "-m", "flam"]
+
+
+def quiet(message: str) -> None:
+    del message
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
+    out = tmp_path_factory.mktemp("tok") / "tokenizer"
+    train_tokenizer(tiny_dataset, out, preset="tiny", steps=3, log=quiet)
+    return out
+
+
+def test_tokenizer_loss_falls(tiny_dataset: Path, tmp_path: Path) -> None:
+    train_tokenizer(tiny_dataset, tmp_path / "tok", preset="tiny", steps=60, log=quiet)
+    training, _ = read_training(tmp_path / "tok")
+    psnrs = [entry["val_psnr"] for entry in training["history"]]
+    assert psnrs[-1] > psnrs[0] + 1.0
+
+
+def test_flam_loss_clearly_falls(tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    train_lam(
+        "flam",
+        tokenizer_dir,
+        tiny_dataset,
+        tmp_path / "flam",
+        preset="tiny",
+        steps=80,
+        slots=3,
+        action_size=6,
+        log=lines.append,
+    )
+    training, _ = read_training(tmp_path / "flam")
+    first, last = training["history"][0], training["history"][-1]
+    assert last["step"] == 80
+    assert last["val_mse"] < 0.7 * first["val_mse"]
+    assert {"binding", "purity"} <= set(last)  # the correspondence score is logged while training
+    assert any(line.startswith("resolved config: ") for line in lines)
+
+
+def test_resume_after_a_crash_continues_exactly(tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path) -> None:
+    args = dict(preset="tiny", steps=40, slots=3, action_size=6)
+    straight = train_lam("monolithic", tokenizer_dir, tiny_dataset, tmp_path / "straight", log=quiet, **args)
+
+    def crash_at_step_40(message: str) -> None:
+        if "validation step=40 " in message:  # after step 40's update, before its checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_lam("monolithic", tokenizer_dir, tiny_dataset, tmp_path / "crashed", log=crash_at_step_40, **args)
+    assert read_training(tmp_path / "crashed")[0]["step"] == 20  # the last checkpoint survived the crash
+    lines: list[str] = []
+    resumed = train_lam(
+        "monolithic", tokenizer_dir, tiny_dataset, tmp_path / "crashed", resume=True, log=lines.append, **args
+    )
+    assert any("resumed" in line and "at step 20" in line for line in lines)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(
+    tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "killed"
+    command = [
+        *FLAM_BIN,
+        "train",
+        "lam",
+        "--arch",
+        "flam",
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--data",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--slots",
+        "3",
+        "--action-size",
+        "6",
+    ]
+    process = subprocess.Popen([*command, "--steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if (out / "training.json").exists() and json.loads((out / "training.json").read_text())["step"] >= 40:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint within two minutes")
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    saved = read_training(out)[0]["step"]
+    assert saved >= 40 and saved % 20 == 0
+    load_model(out, ("flam",))  # whatever moment the kill hit, the folder is a complete checkpoint
+    result = subprocess.run(
+        [*command, "--steps", str(saved + 10), "--resume"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"at step {saved}" in result.stderr
+    assert read_training(out)[0]["step"] == saved + 10
+
+
+def test_ddp_on_two_cpu_ranks(tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "flam",
+        "train",
+        "lam",
+        "--arch",
+        "flam",
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--data",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--steps",
+        "6",
+        "--slots",
+        "3",
+        "--action-size",
+        "6",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    training, _ = read_training(out)
+    assert training["world_size"] == 2 and training["step"] == 6
+    data, weights = training["data_digests"], training["weight_digests"]
+    assert data[0] != data[1]  # each rank drew its own clips
+    assert weights[0] == weights[1]  # and DDP kept the replicas identical
+
+
+def test_cli_errors_are_one_line(
+    tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["train", "lam", "--arch", "flam", "--tokenizer", str(tokenizer_dir), "--preset", "tiny"]
+    assert main([*base, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a dataset folder" in capsys.readouterr().err
+    assert main([*base, "--data", str(tiny_dataset), "--out", str(tmp_path / "o"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    occupied = tmp_path / "occupied"
+    shutil.copytree(tokenizer_dir, occupied)
+    assert main([*base, "--data", str(tiny_dataset), "--out", str(occupied)]) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    bad_tokenizer = [
+        "train",
+        "lam",
+        "--arch",
+        "flam",
+        "--tokenizer",
+        str(tmp_path),
+        "--data",
+        str(tiny_dataset),
+        "--out",
+        str(tmp_path / "o2"),
+    ]
+    assert main(bad_tokenizer) == 2
+    assert "not a checkpoint folder" in capsys.readouterr().err
+    assert main([*base, "--data", str(tiny_dataset), "--out", str(tmp_path / "o3"), "--set", "nonsense=1"]) == 2
+    assert "unknown model option" in capsys.readouterr().err
