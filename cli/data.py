@@ -79,6 +79,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--frames", type=int, default=0, help="show only the first N frames (default: all)")
     show.set_defaults(run=run_show)
 
+    subset = actions.add_parser(
+        "subset",
+        help="copy some episodes of a dataset into a new dataset folder",
+        description="Copy the first --count episodes of a split (frames and ground truth) into a new dataset, "
+        "e.g. the held-out sample episodes bundled with a trained model set.",
+    )
+    subset.add_argument("dataset", type=Path, help="source dataset folder")
+    subset.add_argument("--split", choices=("train", "val", "test"), default="test", help="split to copy from")
+    subset.add_argument("--count", type=int, default=16, help="number of episodes (default 16)")
+    subset.add_argument("--out", required=True, type=Path, metavar="DIR", help="new dataset folder")
+    subset.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    subset.set_defaults(run=run_subset)
+
     info = actions.add_parser("info", help="summarise a dataset's manifest", description="Summarise a dataset.")
     info.add_argument("dataset", type=Path, help="dataset folder")
     info.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
@@ -205,6 +218,24 @@ def run_show(args: argparse.Namespace) -> int:
     except OSError as error:
         raise CliError(f"--out {args.out}: cannot write ({error})") from error
     print(f"wrote {args.out}")
+    return 0
+
+
+def run_subset(args: argparse.Namespace) -> int:
+    """Copy the first episodes of a split into a new dataset folder."""
+    from flam.worlds.dataset import Dataset, DatasetError, write_subset
+
+    if args.count < 1:
+        raise CliError("--count must be at least 1")
+    try:
+        dataset = Dataset.open(args.dataset)
+        chosen = dataset.split(args.split)[: args.count]
+        if not chosen:
+            raise CliError(f"{args.dataset}: split {args.split!r} has no episodes")
+        write_subset(dataset, chosen, args.out, overwrite=args.overwrite)
+    except DatasetError as error:
+        raise CliError(str(error)) from error
+    print(f"wrote {args.out} ({len(chosen)} episodes from the {args.split} split)")
     return 0
 
 

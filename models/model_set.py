@@ -17,7 +17,7 @@ from typing import Any
 
 from flam.models.checkpoint import CONFIG_FILE, TRAINING_FILE, read_header
 from flam.models.registry import LAM_KINDS
-from flam.worlds.dataset import Dataset, write_dataset
+from flam.worlds.dataset import Dataset, write_subset
 
 TOKENIZER = "tokenizer"
 EPISODES = "episodes"
@@ -63,14 +63,4 @@ def discover(checkpoints: Path) -> list[ModelEntry]:
 def bundle_episodes(data: Path, set_dir: Path, split: str = "test", count: int = 16) -> Path:
     """Copy the first `count` episodes of a dataset split into `set_dir/episodes` (the app's sample contexts)."""
     dataset = Dataset.open(data)
-    chosen = dataset.split(split)[:count]
-    fields = {
-        key: dataset.manifest[key]
-        for key in ("world", "world_params", "seed", "n_agents", "n_distractors", "entity_colors", "action_names")
-    }
-    fields["source"] = {"bundled_from": str(data), "split": split, "episodes": chosen}
-    out = Path(set_dir) / EPISODES
-    write_dataset(
-        out, (dataset.episode(e) for e in chosen), fields, n_episodes=len(chosen), overwrite=True, progress=False
-    )
-    return out
+    return write_subset(dataset, dataset.split(split)[:count], Path(set_dir) / EPISODES, overwrite=True)

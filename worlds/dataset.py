@@ -348,6 +348,23 @@ class Dataset:
         return Episode(frames=self.frames(episode), truth=self.ground_truth(episode))
 
 
+def write_subset(dataset: Dataset, episodes: list[int], out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Copy some episodes of a dataset (frames and ground truth) into a new dataset folder.
+
+    Used to bundle a few held-out episodes with a trained model; the source record names where they came from.
+    """
+    fields = {key: dataset.manifest[key] for key in CALLER_FIELDS if key != "source"}
+    fields["source"] = {"subset_of": dataset.manifest["source"], "episodes": [int(e) for e in episodes]}
+    return write_dataset(
+        out_dir,
+        (dataset.episode(e) for e in episodes),
+        fields,
+        n_episodes=len(episodes),
+        overwrite=overwrite,
+        progress=False,
+    )
+
+
 def _check_manifest(path: Path, manifest: object) -> None:
     """Raise DatasetError unless the manifest is this format and version and has every field."""
     if not isinstance(manifest, dict):
