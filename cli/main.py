@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Order is the order shown in `flam --help`.
-SUBCOMMAND_MODULES = ("data", "train")
+SUBCOMMAND_MODULES = ("data", "train", "serve")
 
 
 class CliError(Exception):
