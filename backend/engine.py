@@ -29,7 +29,6 @@ from flam.backend.stats import action_statistics, entity_cover, slot_owners
 from flam.models.actions import ActionEdit, apply_edits, base_actions
 
 T = TypeVar("T")
-PNG_CACHE_ENTRIES = 4096  # encoded output frames, keyed by their pixels
 MASK_DECIMALS = 4
 WARMUP_HORIZON = 10
 RETRY = {"Retry-After": "1"}
@@ -52,7 +51,7 @@ class Engine:
         self.contexts: LRU[EncodedContext] = LRU(settings.context_cache if caching else 0)
         self.analyses: LRU[EpisodeAnalysis] = LRU(settings.context_cache if caching else 0)
         self.rollouts = RolloutCache(settings.rollout_cache_mb * 2**20 if caching else 0, settings.rollouts_per_context)
-        self.pngs: LRU[str] = LRU(PNG_CACHE_ENTRIES if caching else 0)
+        self.pngs: LRU[str] = LRU(settings.frame_cache if caching else 0)
         self._inflight: dict[Hashable, asyncio.Future] = {}
         self.started_at = time.time()
 
@@ -502,6 +501,7 @@ class Engine:
             "failed": registry.failed,
             "problem": registry.problem,
             "device": str(registry.device),
+            "torch_threads": torch.get_num_threads(),
             "uptime_s": round(time.time() - self.started_at, 1),
             "queue": {
                 "waiting": self.worker.depth,

@@ -33,7 +33,9 @@ MAX_HORIZON = 16
 
 @pytest.fixture(scope="module")
 def inprocess(tiny_checkpoints: Path) -> Iterator[TestClient]:
-    settings = Settings(checkpoints=tiny_checkpoints, ui=False, max_body_bytes=BODY_LIMIT, max_horizon=MAX_HORIZON)
+    settings = Settings(
+        checkpoints=tiny_checkpoints, ui=False, max_body_bytes=BODY_LIMIT, max_horizon=MAX_HORIZON, torch_threads=0
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -350,11 +352,11 @@ def test_oversized_body(client: httpx.Client, facts: dict) -> None:
 
 
 def test_no_models_is_not_an_error_until_you_roll(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(checkpoints=tmp_path, ui=False))) as client:
+    with TestClient(create_app(Settings(checkpoints=tmp_path, ui=False, torch_threads=0))) as client:
         health = client.get("/health").json()
         assert health["status"] == "no models" and health["models_loaded"] == 0 and health["problem"]
         assert client.get("/models").json() == []
         response = client.post("/rollout", json={"context": {"episode": 0}, "horizon": 2})
         assert_clean_error(response, 503, "no models: train one (see README)")
-    with TestClient(create_app(Settings(checkpoints=tmp_path / "missing", ui=False))) as client:
+    with TestClient(create_app(Settings(checkpoints=tmp_path / "missing", ui=False, torch_threads=0))) as client:
         assert client.get("/health").json()["status"] == "no models"
