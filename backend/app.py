@@ -41,9 +41,18 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 DESCRIPTION = """Steer single entities in generated video with per-slot latent actions.
 
-A rollout is a pure function of (model, context, action plan, seed): every response carries a `recipe` that,
-posted back to `/rollout`, gives the same bytes. Errors are `{"error": "..."}` with a 4xx status that says what
-to fix; a full work queue answers 503 with `Retry-After`.
+- A rollout is a pure function of (model, context, action plan, seed): every response carries a `recipe` that,
+  posted back to `/rollout`, gives the same bytes (on the same kind of device; a recipe names the checkpoint it
+  was made with, and another checkpoint answers 409).
+- Typical editing loop: `GET /models` (K slots, action size d/K), `GET /episodes` (contexts), `POST /analyse`
+  (slot masks, to map a click to a slot), `GET /action-stats` (slider axes per slot and the mean action per
+  named ground-truth action), then `POST /rollout` with `edits` on every slider move. The server caches the
+  encoded context and reuses the rollout up to the first edited step; concurrent rollouts share forward passes.
+- Uploaded frames are base64 PNGs; other sizes are centre-cropped and resized to the model's image size.
+- Errors are `{"error": "..."}` with a 4xx status that says what to fix. Limits (`GET /health` lists them) are
+  server settings (FLAM_* environment variables); a full work queue answers 503 with `Retry-After`.
+- `"cache": false` in a rollout request computes it from scratch and alone (for benchmarks); the bytes are
+  the same.
 """
 
 

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -59,13 +59,25 @@ class _Item:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
+def _owned(state: LAMState) -> LAMState:
+    """A copy of a state that owns its memory (a slice would keep the whole stacked batch alive in a cache)."""
+    cache = state.cache
+    if cache is not None:
+        cache = replace(cache, **{f.name: getattr(cache, f.name).clone() for f in fields(cache)})
+    return LAMState(state.z.clone(), state.slots.clone(), state.masks.clone(), cache)
+
+
 def select(batch: Rollout, index: int) -> Rollout:
-    """Entry `index` of a batched rollout, as a batch-1 rollout."""
+    """Entry `index` of a batched rollout, as a batch-1 rollout with memory of its own."""
     if batch.frames.shape[0] == 1:
         return batch
     i = slice(index, index + 1)
     return Rollout(
-        batch.frames[i], batch.z[i], batch.masks[i], batch.actions[i], [s.select(index) for s in batch.states]
+        batch.frames[i].clone(),
+        batch.z[i].clone(),
+        batch.masks[i].clone(),
+        batch.actions[i].clone(),
+        [_owned(s.select(index)) for s in batch.states],
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from flam.backend.stats import action_statistics, entity_cover, slot_owners
 from flam.models.actions import ActionEdit, apply_edits, base_actions
 
 T = TypeVar("T")
+log = logging.getLogger("flam.backend")
 MASK_DECIMALS = 4
 WARMUP_HORIZON = 10
 RETRY = {"Retry-After": "1"}
@@ -61,10 +63,13 @@ class Engine:
         """Start the worker, compute every model's action statistics and warm each model up with a rollout."""
         self.worker.start()
         for model in self.registry.models.values():
-            if model.episodes is not None and model.episodes.n_episodes > 0:
-                model.stats = await self.call(lambda m=model: self._statistics(m))
-            if self.settings.warmup:
-                await self.rollout(_warmup_request(model, min(WARMUP_HORIZON, self.settings.max_horizon)))
+            try:
+                if model.episodes is not None and model.episodes.n_episodes > 0:
+                    model.stats = await self.call(lambda m=model: self._statistics(m))
+                if self.settings.warmup:
+                    await self.rollout(_warmup_request(model, min(WARMUP_HORIZON, self.settings.max_horizon)))
+            except Exception:  # noqa: BLE001 - the model still serves; the log says what went wrong
+                log.exception("statistics or warm-up of %s failed", model.name)
 
     def stop(self) -> None:
         self.worker.stop()
@@ -82,10 +87,10 @@ class Engine:
 
     # --- worker access ---------------------------------------------------------------------------------------
 
-    async def call(self, fn: Callable[[], T]) -> T:
-        """Run fn on the model worker; 503 + Retry-After when its queue is full or the wait is too long."""
+    async def call(self, work: Callable[[], T] | RolloutJob) -> T | JobResult:
+        """Run a call or a rollout job on the model worker; 503 + Retry-After when it is full or too slow."""
         try:
-            future = self.worker.submit(fn)
+            future = self.worker.submit(work)
         except Busy as error:
             raise ApiError(503, f"the server is busy ({error}); retry shortly", RETRY) from None
         try:
@@ -261,6 +266,13 @@ class Engine:
             )
         if len(request.edits) > limits.max_edits:
             raise ApiError(422, f"edits: {len(request.edits)} edits is above this server's limit of {limits.max_edits}")
+        for index, edit in enumerate(request.edits):
+            if edit.steps is not None and len(edit.steps) > request.horizon:
+                raise ApiError(
+                    422,
+                    f"edits[{index}].steps: {len(edit.steps)} steps for a horizon of {request.horizon}; list each "
+                    "step once (null means every step)",
+                )
         if request.identity is not None:
             loaded = model.world.identity
             wanted = request.identity.model_dump()
@@ -273,16 +285,6 @@ class Engine:
                     loaded=loaded,
                 )
 
-    async def _run_job(self, job: RolloutJob) -> JobResult:
-        try:
-            future = self.worker.submit(job)
-        except Busy as error:
-            raise ApiError(503, f"the server is busy ({error}); retry shortly", RETRY) from None
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.job_timeout_s)
-        except TimeoutError:
-            raise ApiError(503, "timed out waiting for the model worker; retry shortly", RETRY) from None
-
     async def rollout(self, request: RolloutRequest) -> dict[str, Any]:
         """POST /rollout: the response body as a dict (see schemas.RolloutResponse)."""
         started = time.perf_counter()
@@ -291,7 +293,7 @@ class Engine:
         use_cache = request.cache and self.settings.caching
         context, key, hit = await self.context(model, request.context, use_cache)
         context_done = time.perf_counter()
-        plan_name, plan = self._plan(model, request, context)
+        plan_name, plan = await anyio.to_thread.run_sync(lambda: self._plan(model, request, context))
         plan_done = time.perf_counter()
         prefix, reused = self.rollouts.best_prefix(key, plan) if use_cache else (None, 0)
         if prefix is not None and reused == plan.shape[0]:
@@ -299,7 +301,7 @@ class Engine:
         else:
             start = prefix.states[reused] if prefix is not None else context.state
             job = RolloutJob(model.world, start, plan, prefix, reused, solo=not use_cache)
-            result = await self._run_job(job)
+            result = await self.call(job)
         if use_cache:
             self.rollouts.put(key, result.rollout)
         rolled = time.perf_counter()
@@ -347,7 +349,7 @@ class Engine:
             video = codecs.encode_video(frames, request.format, request.fps)
             body.update(video=codecs.b64(video), media_type=codecs.VIDEO_FORMATS[request.format])
         if request.return_masks:
-            body["masks"] = np.round(result.rollout.masks[0].float().cpu().numpy(), MASK_DECIMALS).tolist()
+            body["masks"] = _mask_lists(result.rollout.masks[0])
         return body
 
     def _recipe(
@@ -418,7 +420,7 @@ class Engine:
             "action_std": std.float().cpu().tolist(),
         }
         if request.return_masks:
-            body["masks"] = np.round(masks_np, MASK_DECIMALS).tolist()
+            body["masks"] = _mask_lists(masks)
         if truth is not None:
             cover = entity_cover(truth, model.episodes.n_entities, masks_np.shape[-1])  # [C, N, h, w]
             body["entity_slots"] = slot_owners(masks_np, cover).tolist()
@@ -525,6 +527,12 @@ class Engine:
                 "max_queue": s.max_queue,
             },
         }
+
+
+def _mask_lists(masks: torch.Tensor) -> list:
+    """Masks [T, K, h, w] as nested lists, rounded (and finite: JSON has no NaN)."""
+    values = np.nan_to_num(masks.float().cpu().numpy(), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.round(values, MASK_DECIMALS).tolist()
 
 
 def _warmup_request(model: LoadedModel, horizon: int) -> RolloutRequest:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 ACTION_LIMIT = 1000.0  # |value| of an action entry; latent actions live around N(0, I)
 
 ActionValue = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-ACTION_LIMIT, le=ACTION_LIMIT)]
-Step = Annotated[int, Field(strict=True, ge=0, le=10_000)]
+Step = Annotated[int, Field(strict=True, ge=0, le=1024)]
 BasePlanName = Literal["inferred", "prior", "zero"]
 FormatName = Literal["png", "gif", "mp4"]
 
@@ -54,7 +54,7 @@ class Edit(Strict):
 
     slot: int = Field(ge=0, description="Slot index, 0..K-1 (GET /models gives K as `n_slots`).")
     steps: list[Step] | None = Field(
-        None, max_length=10_000, description="Rollout steps to change (0-based); null or absent: every step."
+        None, max_length=1024, description="Rollout steps to change (0-based); null or absent: every step."
     )
     delta: list[ActionValue] | None = Field(
         None, description="Added to the slot's base action: d/K finite numbers (`action_dim` in GET /models)."

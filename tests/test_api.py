@@ -169,7 +169,9 @@ def test_edit_changes_frames_and_base_plan_reproduces(client: httpx.Client, fact
         # the fixture's weights are barely trained: a small action change may snap to the same codes, a large one
         # must not
         for value in (40.0, -1000.0, 1000.0):
-            edited = rollout(client, context=context, horizon=6, edits=[{"slot": slot, "set": [value] * 2}])
+            edited = rollout(
+                client, context=context, horizon=6, edits=[{"slot": slot, "set": [value] * 2}], return_masks=True
+            )
             changed = np.array(edited["actions"]) != np.array(base["actions"])
             assert changed[:, slot].all() and not np.delete(changed, slot, axis=1).any()
             if edited["frames"] != base["frames"]:
@@ -244,6 +246,12 @@ def bad_cases(facts: dict) -> list[tuple[str, object, int, tuple[str, ...]]]:
         ("long vector", {**ok, "edits": [{"slot": 0, "set": [1.0] * (a + 3)}]}, 422, ("needs", str(a))),
         ("slot out of range", {**ok, "edits": [{"slot": k, "delta": [0.0] * a}]}, 422, ("slot", "range")),
         ("negative slot", {**ok, "edits": [{"slot": -1, "delta": [0.0] * a}]}, 422, ("slot",)),
+        (
+            "steps repeated",
+            {**ok, "edits": [{"slot": 0, "steps": [0, 0, 1], "delta": [0.0] * a}]},
+            422,
+            ("edits[0].steps", "once"),
+        ),
         ("step out of range", {**ok, "edits": [{"slot": 0, "steps": [2], "delta": [0.0] * a}]}, 422, ("step 2",)),
         (
             "NaN",
