@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Order is the order shown in `flam --help`.
-SUBCOMMAND_MODULES = ("data", "train", "serve", "ui", "bench")
+SUBCOMMAND_MODULES = ("data", "train", "eval", "experiment", "serve", "ui", "bench")
 
 
 class CliError(Exception):
