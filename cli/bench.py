@@ -77,6 +77,8 @@ class Bench:
         self.horizon = horizon
         self.client = httpx.Client(base_url=url, timeout=120)
         self._value = 0
+        self._uploads = 0  # distinct uploaded contexts so far (each must be new to the server)
+        self.server_ms: dict[str, list[float]] = {}  # server-side timing_ms of the re-roll requests
 
     def _edit(self, steps: list[int] | None = None) -> dict[str, Any]:
         """A new slider position on a slot (never seen before, so never a whole-rollout cache hit)."""
@@ -96,18 +98,22 @@ class Bench:
             "cache": cache,
         }
 
-    def post(self, body: dict[str, Any], client: Any = None) -> float:
-        """Milliseconds for one POST /rollout, end to end."""
+    def post(self, body: dict[str, Any], client: Any = None, timing: dict[str, list[float]] | None = None) -> float:
+        """Milliseconds for one POST /rollout, end to end (the server's own timing_ms added to `timing`)."""
         started = time.perf_counter()
         response = (client or self.client).post("/rollout", json=body)
         elapsed = (time.perf_counter() - started) * 1000
         if response.status_code != 200:
             raise CliError(f"POST /rollout answered {response.status_code}: {response.text[:300]}")
+        if timing is not None:
+            for stage, ms in response.json()["timing_ms"].items():
+                timing.setdefault(stage, []).append(ms)
         return elapsed
 
     def reroll(self, requests: int, steps: list[int] | None) -> list[float]:
         self.post(self.body())  # the context is cached from here on
-        return [self.post(self.body(steps=steps)) for _ in range(requests)]
+        timing = self.server_ms if steps is None else None
+        return [self.post(self.body(steps=steps), timing=timing) for _ in range(requests)]
 
     def first_uncached(self, requests: int) -> list[float]:
         return [self.post(self.body(cache=False)) for _ in range(requests)]
@@ -123,8 +129,9 @@ class Bench:
         shown = self.client.get(f"/episodes/{self.target.episode}/frames", params={"length": 1}).json()
         frame = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown["frames"][0]))).convert("RGB")).copy()
         times = []
-        for index in range(requests):
-            frame[0, 0] = (index % 256, (index // 256) % 256, 7)
+        for _ in range(requests):
+            self._uploads += 1
+            frame[0, 0] = (self._uploads % 256, (self._uploads // 256) % 256, 7)
             buffer = io.BytesIO()
             Image.fromarray(frame).save(buffer, format="PNG")
             body = {
@@ -277,6 +284,7 @@ def report(
     machine: dict[str, str],
     args: argparse.Namespace,
     url_given: bool,
+    server_ms: dict[str, list[float]],
 ) -> str:
     """The markdown report."""
 
@@ -325,6 +333,10 @@ def report(
         f"| `\"cache\": false` (no caches, no stacking) | {figures['plain_fps']:.0f} | | |",
         f"| ratio on / off | {ratio:.2f}x | | |",
         "",
+        "Server-side stages of the every-step re-roll (median ms over all runs, from the responses' timing_ms): "
+        + ", ".join(f"{stage} {statistics.median(ms):.1f}" for stage, ms in server_ms.items())
+        + "; the rest of the end-to-end time is HTTP, JSON and the client.",
+        "",
         "Per run: " + "; ".join(
             f"re-roll p50 {r['reroll_p50']:.1f}, first p50 {r['first_p50']:.1f}, {r['clients_fps']:.0f} vs "
             f"{r['plain_fps']:.0f} frames/s" for r in runs
@@ -371,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
             if process is not None:
                 process.terminate()
                 process.wait(30)
-    text = report(figures, runs, target, health, _machine(), args, args.url is not None)
+    text = report(figures, runs, target, health, _machine(), args, args.url is not None, bench.server_ms)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_text(text)
