@@ -24,17 +24,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     one.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT_DIR", help="FLAM or monolithic folder")
     add_eval_options(one)
-    one.add_argument(
-        "--write-card",
-        action="store_true",
-        help="also write eval.json and MODEL_CARD.md into the checkpoint folder (what the app shows)",
-    )
+    _card_option(one)
     one.set_defaults(run=run_eval)
 
     many = subparsers.add_parser("compare", help="evaluate several checkpoints on the same episodes, one table")
     many.add_argument("--checkpoints", type=Path, nargs="+", required=True, metavar="CKPT_DIR")
     add_eval_options(many)
+    _card_option(many)
     many.set_defaults(run=run_compare)
+
+
+def _card_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--write-card",
+        action="store_true",
+        help="also write eval.json and MODEL_CARD.md into each checkpoint folder (what the app shows)",
+    )
 
 
 def add_eval_options(parser: argparse.ArgumentParser, data_required: bool = True) -> None:
@@ -136,6 +141,15 @@ def _write_json(path: Path, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2) + "\n")
 
 
+def _write_cards(args: argparse.Namespace, runs: list[Evaluation]) -> None:
+    """eval.json and MODEL_CARD.md into every evaluated checkpoint folder, linking the report if one was written."""
+    from flam.models.evaluation.card import write_card
+
+    report = args.report / "README.md" if args.report else None
+    for run in runs:
+        write_card(Path(run.summary["checkpoint"]["path"]), run.summary, report)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from flam.models.report import run_label, summary_table, write_eval_report
 
@@ -147,9 +161,7 @@ def run_eval(args: argparse.Namespace) -> int:
         title = f"Evaluation of {args.checkpoint.parent.name}/{args.checkpoint.name}"
         write_eval_report(args.report, [run], title)
     if args.write_card:
-        from flam.models.evaluation.card import write_card
-
-        write_card(args.checkpoint, summary, str(args.report / "README.md") if args.report else None)
+        _write_cards(args, [run])
     print(summary_table([run_label(summary)], [summary]))
     print(f"\n{summary['n_episodes']} episodes in {summary['seconds']} s")
     return 0
@@ -167,6 +179,8 @@ def run_compare(args: argparse.Namespace) -> int:
         _write_json(args.json, {"runs": summaries, "paired": paired})
     if args.report:
         write_eval_report(args.report, runs, "Comparison: " + " vs ".join(labels))
+    if args.write_card:
+        _write_cards(args, runs)
     print(summary_table(labels, summaries))
     for label, pair in zip(labels[1:], paired, strict=True):
         interval = f" ± {pair['ci95']:.2f}" if pair["ci95"] is not None else ""

@@ -115,7 +115,7 @@ def test_compare_puts_both_models_in_one_table_on_the_same_episodes(
 ) -> None:
     out, report = tmp_path / "compare.json", tmp_path / "report"
     args = ["compare", "--checkpoints", str(model_set / "flam"), str(model_set / "monolithic"), "--data", str(data)]
-    assert main([*args, "--horizon", "4", *FAST, "--json", str(out), "--report", str(report)]) == 0
+    assert main([*args, "--horizon", "4", *FAST, "--json", str(out), "--report", str(report), "--write-card"]) == 0
     printed = capsys.readouterr().out
     assert "| metric | FLAM | monolithic |" in printed and "PSNR FLAM − monolithic" in printed
     record = json.loads(out.read_text())
@@ -126,6 +126,11 @@ def test_compare_puts_both_models_in_one_table_on_the_same_episodes(
     assert record["paired"][0]["psnr_difference"] == pytest.approx(expected, abs=1e-4)
     strips = [i for i in _linked_images(report / "README.md") if i.startswith("rollout-")]
     assert strips and all((report / i).is_file() for i in strips)
+    for arch, summary in (("flam", flam), ("monolithic", mono)):
+        assert json.loads((model_set / arch / "eval.json").read_text()) == summary
+        card = (model_set / arch / "MODEL_CARD.md").read_text()
+        (link,) = re.findall(r"\]\(([^)]+README\.md)\)", card)
+        assert (model_set / arch / link).resolve() == (report / "README.md").resolve()
 
 
 def test_user_errors_are_one_line_messages(

@@ -7,6 +7,7 @@ and what `flam eval` measured, next to the targets of the issue that asked for i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,12 @@ def model_card(folder: Path, summary: dict[str, Any], report: str | None = None)
     return "\n".join(lines)
 
 
-def write_card(folder: Path, summary: dict[str, Any], report: str | None = None) -> tuple[Path, Path]:
-    """Write eval.json and MODEL_CARD.md into a checkpoint folder (each atomically)."""
+def write_card(folder: Path, summary: dict[str, Any], report: Path | None = None) -> tuple[Path, Path]:
+    """Write eval.json and MODEL_CARD.md into a checkpoint folder (each atomically); `report` is linked relatively."""
     folder = Path(folder)
+    link = None
+    if report is not None:
+        link = f"[{Path(report).parent.name or 'report'}]({os.path.relpath(Path(report).resolve(), folder.resolve())})"
     eval_path = write_text(folder / EVAL_FILE, json.dumps(summary, indent=2) + "\n")
-    card_path = write_text(folder / CARD_FILE, model_card(folder, summary, report))
+    card_path = write_text(folder / CARD_FILE, model_card(folder, summary, link))
     return eval_path, card_path
