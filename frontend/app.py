@@ -104,13 +104,15 @@ def build_studio(api_url: str, client: FlamClient | None = None) -> gr.Blocks:
     studio = Studio(client or FlamClient(ClientConfig(api_url)))
     with gr.Blocks(title="FLAM Studio", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         session = gr.State(Session())
-        status = gr.HTML(INTRO.format(status="<div class='flam-status'>connecting…</div>"))
+        status = gr.HTML(INTRO.format(status="<div class='flam-status'>connecting…</div>"), elem_id="flam-top")
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=360):
                 gr.Markdown("### 1 · Scene", elem_classes="flam-section")
                 with gr.Row():
-                    model = gr.Dropdown(label="Model", choices=[], interactive=True, scale=3)
-                    horizon = gr.Slider(1, 32, value=10, step=1, label="Horizon (steps)", scale=2)
+                    model = gr.Dropdown(label="Model", choices=[], interactive=True, scale=3, elem_id="flam-model")
+                    horizon = gr.Slider(
+                        1, 32, value=10, step=1, label="Horizon (steps)", scale=2, elem_id="flam-horizon"
+                    )
                 with gr.Tabs():
                     with gr.Tab("Bundled episodes"):
                         episodes = gr.Gallery(

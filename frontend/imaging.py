@@ -163,35 +163,68 @@ def outlined(frames: np.ndarray, region: np.ndarray, scale: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Playback:
-    """The side-by-side animation: panels [P][T, H, W, 3] of equal size, each frame one row of panels; panel i
-    with a region in `outlines` [T, H, W] has that region's boundary drawn."""
+    """The side-by-side animation: panels [P][T, H, W, 3] of equal size shown `scale` times larger under a band of
+    titles; panel i with a region in `outlines` [T, H, W] has that region's boundary drawn."""
 
     panels: list[np.ndarray]
     titles: list[str]
     scale: int
     outlines: dict[int, np.ndarray] = field(default_factory=dict)
 
-    def frames(self) -> np.ndarray:
-        """uint8 [T, HEADER + Hs, P*Ws + gaps, 3]: titles on top, then the panels side by side."""
+    def _layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """(native frames [T, H, P*W + gaps, 3] at scale 1, the title band [HEADER, width * scale, 3])."""
         count, height, width = self.panels[0].shape[:3]
-        h, w = height * self.scale, width * self.scale
-        out = np.zeros((count, PLAY_HEADER_H + h, len(self.panels) * (w + PANEL_GAP) - PANEL_GAP, 3), dtype=np.uint8)
-        out[:] = BACKGROUND
-        header = Image.fromarray(out[0, :PLAY_HEADER_H])
-        draw = ImageDraw.Draw(header)
+        gap = max(1, PANEL_GAP // self.scale)
+        native = np.empty((count, height, len(self.panels) * (width + gap) - gap, 3), dtype=np.uint8)
+        native[:] = BACKGROUND
+        band = Image.new("RGB", (native.shape[2] * self.scale, PLAY_HEADER_H), BACKGROUND)
+        draw = ImageDraw.Draw(band)
         for index, panel in enumerate(self.panels):
-            left = index * (w + PANEL_GAP)
-            region = self.outlines.get(index)
-            shown = upscale(panel, self.scale) if region is None else outlined(panel, region, self.scale)
-            out[:, PLAY_HEADER_H:, left : left + w] = shown
-            draw.text((left + w / 2, PLAY_HEADER_H / 2), self.titles[index], fill=TEXT, font=_font(13), anchor="mm")
-        out[:, :PLAY_HEADER_H] = np.asarray(header)
-        return out
+            left = index * (width + gap)
+            native[:, :, left : left + width] = panel
+            centre = (left + width / 2) * self.scale
+            draw.text((centre, PLAY_HEADER_H / 2), self.titles[index], fill=TEXT, font=_font(13), anchor="mm")
+        return native, np.asarray(band)
+
+    def paletted(self) -> tuple[np.ndarray, list[int]]:
+        """(palette indices [T, HEADER + H*s, width*s], the palette): one palette for every frame, found once at
+        scale 1 (quantising the upscaled frames would cost scale^2 times more for the same colours)."""
+        native, band = self._layout()
+        count, height, width = native.shape[:3]
+        white = np.array([[OUTLINE]], dtype=np.uint8)  # [1, 1, 3], so the outline colour is in the palette
+        pixels = np.concatenate([native.reshape(-1, 1, 3), band.reshape(-1, 1, 3), white])  # [N, 1, 3]
+        quantised = Image.fromarray(pixels).quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=0)
+        indices = np.asarray(quantised)[:, 0]  # [N]
+        split = count * height * width
+        frames = upscale(indices[:split].reshape(count, height, width), self.scale, channels=False)  # [T, Hs, Ws]
+        header = indices[split:-1].reshape(band.shape[:2])  # [HEADER, Ws]
+        gap = max(1, PANEL_GAP // self.scale)
+        for index, region in self.outlines.items():
+            left = index * (self.panels[0].shape[2] + gap) * self.scale
+            big = upscale(region, self.scale, channels=False)  # [T, Hs, Ws_panel]
+            for t in range(count):
+                edge = _outline(big[t], max(1, self.scale // 3))
+                frames[t, :, left : left + edge.shape[1]][edge] = indices[-1]
+        out = np.concatenate([np.broadcast_to(header, (count, *header.shape)), frames], axis=1)
+        return out, quantised.getpalette() or []
+
+    def frames(self) -> np.ndarray:
+        """uint8 RGB [T, HEADER + H*s, width*s, 3], as the GIF shows them."""
+        indices, palette = self.paletted()
+        table = np.zeros((256, 3), dtype=np.uint8)
+        colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256]
+        table[: len(colours)] = colours
+        return table[indices]
 
 
-def write_gif(frames: np.ndarray, path: Path, frame_ms: int, hold_last_ms: int = 0) -> Path:
-    """An animated, looping GIF of frames [T, H, W, 3] (adaptive palette per frame)."""
-    images = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=255) for f in frames]
+def write_gif(play: Playback, path: Path, frame_ms: int, hold_last_ms: int = 0) -> Path:
+    """An animated, looping GIF of the playback (one shared palette)."""
+    indices, palette = play.paletted()
+    images = []
+    for frame in indices:
+        image = Image.fromarray(frame.astype(np.uint8), mode="P")
+        image.putpalette(palette)
+        images.append(image)
     durations = [frame_ms] * len(images)
     durations[-1] += hold_last_ms
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
@@ -241,8 +274,9 @@ def filmstrip(
 
 
 def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 [H, W, 3] as PNG bytes (fast compression: these files live for one view)."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -52,11 +52,12 @@ DEFAULT_HORIZON = 10
 SCENE_PX = 320  # the clickable frame's side
 LEGEND_PX = 96
 PLAYBACK_PX = 192  # one panel of the playback animation
-STRIP_PX = 96  # one filmstrip cell
+STRIP_PX = 64  # one filmstrip cell (the page scales it up, pixelated)
 FRAME_MS = 250
 HOLD_LAST_MS = 750
 BASELINES_KEPT = 16  # baseline rollouts remembered per session (the slider drags only re-run the edited one)
 FILES_MAX_AGE_S = 3600.0
+PRUNE_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class Session:
     seed: int = 0  # seed of the 'prior' base plan when the other slots are sampled
     baselines: OrderedDict[str, Rollout] = field(default_factory=OrderedDict)
     recipe: dict[str, Any] | None = None  # the last edited rollout's recipe (what export replays)
+    runs: int = 0  # comparisons drawn so far (the page marks each one, so a watcher knows when it changed)
 
 
 def _key(request: dict[str, Any]) -> str:
@@ -123,15 +125,20 @@ class Studio:
         self.limits: dict[str, Any] = {}
         self._episodes: dict[str, Episodes] = {}
         self._stats: dict[str, dict[str, Any] | None] = {}
+        self._pruned = 0.0
 
     # --- files handed to the page --------------------------------------------------------------------------
 
     def _file(self, suffix: str, name: str = "flam") -> Path:
-        """A fresh path for a file the page shows or downloads; files older than an hour are removed."""
-        cutoff = time.time() - FILES_MAX_AGE_S
-        for old in self.workdir.glob("*/*"):
-            if old.stat().st_mtime < cutoff:
-                old.unlink(missing_ok=True)
+        """A fresh path for a file the page shows or downloads; files older than an hour are removed (checked at
+        most once a minute: Gradio has copied them into its own cache long before)."""
+        now = time.time()
+        if now - self._pruned > PRUNE_EVERY_S:
+            self._pruned = now
+            for old in self.workdir.glob("*/*"):
+                if old.stat().st_mtime < now - FILES_MAX_AGE_S:
+                    old.unlink(missing_ok=True)
+                    old.parent.rmdir()
         folder = self.workdir / uuid.uuid4().hex[:12]
         folder.mkdir()
         return folder / f"{name}{suffix}"
@@ -393,7 +400,7 @@ class Studio:
             video = self.client.rollout({**session.recipe, "format": fmt, "return_masks": False})
             path = self._file(f".{fmt}", "flam-edit")
             path.write_bytes(video.video or b"")
-            out[f"{fmt}_file"] = str(path)
+            out[f"{fmt}_file"] = {"value": str(path), "interactive": True}
         out["recipe_file"] = self._recipe_file(session.recipe)
         return out
 
@@ -596,73 +603,76 @@ class Studio:
         region = imaging.slot_region([base.masks, edited.masks], session.slot, size)  # [H, H, W]
         share, total = imaging.change_share(base.frames, edited.frames, region)
         out: dict[str, Any] = {"session": session}
-        out["playback"] = self._playback(scene, session.slot, base.frames, edited.frames, region)
-        out["filmstrip"] = self._filmstrip(scene, session.slot, base.frames, edited.frames, region)
+        shown = self._compare(scene, session.slot, base.frames, edited.frames, region)
+        out["playback"] = self._playback(scene, shown)
+        out["filmstrip"] = self._filmstrip(scene, shown)
         out["locality"] = _locality_html(share, total, session.slot, "FLAM")
         if controls.monolithic and scene.mono is not None:
-            out.update(self._monolithic(scene, controls, edit, region))
+            out.update(self._monolithic(session, controls, edit, region))
         out["mono_group"] = {"visible": bool(controls.monolithic and scene.mono is not None)}
         out["recipe"] = json.dumps(edited.recipe, indent=2)
         out["recipe_file"] = self._recipe_file(edited.recipe)
         out["mp4_file"] = {"value": None, "interactive": False}
         out["gif_file"] = {"value": None, "interactive": False}
+        session.runs += 1
         handler_ms = (time.perf_counter() - started) * 1000
-        out["latency"] = _latency_html(edited, base is edited, handler_ms)
+        out["latency"] = _latency_html(edited, base is edited, handler_ms, session.runs)
         return out
 
-    def _monolithic(self, scene: Scene, controls: Controls, edit: SlotEdit, region: np.ndarray) -> dict[str, Any]:
+    def _monolithic(self, session: Session, controls: Controls, edit: SlotEdit, region: np.ndarray) -> dict[str, Any]:
         """The same edit through the monolithic baseline, with its change measured on the same entity's pixels."""
+        scene = self._current(session)
         mono = scene.mono
         context = Context(mono.name, scene.context.body, scene.context.horizon, scene.context.inferred)
         mono_edit = monolithic_edit(edit, scene.axes[edit.slot], scene.mono_axes)
         base_req, edit_req = monolithic_requests(context, controls.others, 0, mono_edit)
-        base = self.client.rollout(base_req)
+        base = self._baseline(session, base_req)
         edited = base if _key(edit_req) == _key(base_req) else self.client.rollout(edit_req)
         share, total = imaging.change_share(base.frames, edited.frames, region)
+        shown = self._compare(scene, edit.slot, base.frames, edited.frames, region)
         return {
-            "mono_playback": self._playback(scene, edit.slot, base.frames, edited.frames, region, "monolithic "),
+            "mono_playback": self._playback(scene, shown, "monolithic "),
             "mono_locality": _locality_html(share, total, edit.slot, mono.name),
         }
 
-    def _playback(
-        self, scene: Scene, slot: int, base: np.ndarray, edited: np.ndarray, region: np.ndarray, title: str = ""
-    ) -> str:
-        """The animation original | edited | difference (the slot's pixels outlined), as a GIF file."""
-        size = scene.frame.shape[0]
-        original, changed, heat = self._frames3(scene, base, edited)
-        full_region = np.concatenate([self._context_region(scene, slot), region])  # [1+H, H, W]
-        play = imaging.Playback(
-            [original, changed, heat],
-            [f"{title}original", f"{title}edited", "difference"],
-            _scale(size, PLAYBACK_PX),
-            outlines={2: full_region},
-        )
-        path = self._file(".gif", "playback")
-        imaging.write_gif(play.frames(), path, FRAME_MS, HOLD_LAST_MS)
-        return str(path)
-
-    def _filmstrip(
+    def _compare(
         self, scene: Scene, slot: int, base: np.ndarray, edited: np.ndarray, region: np.ndarray
-    ) -> np.ndarray:
-        """Every step as a still: original, edited and difference rows (exact pixels, PNG)."""
-        size = scene.frame.shape[0]
-        original, changed, heat = self._frames3(scene, base, edited)
-        full_region = np.concatenate([self._context_region(scene, slot), region])
-        names = ["context"] + [f"step {t}" for t in range(base.shape[0])]
-        return imaging.filmstrip(
-            [("original", original), ("edited", changed), ("difference", heat)],
-            names,
-            _scale(size, STRIP_PX),
-            outlines={2: full_region},
-        )
-
-    def _frames3(self, scene: Scene, base: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(original, edited, heat) [1+H, H, W, 3], the context frame first; heat peaks at the largest change."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(original, edited, heat) [1+H, H, W, 3] with the context frame first (heat peaks at the largest change),
+        and the slot's pixels [1+H, H, W] to outline on the heat."""
         first = scene.frame[None]
         original = np.concatenate([first, base])  # [1+H, H, W, 3]
         changed = np.concatenate([first, edited])  # [1+H, H, W, 3]
         change = imaging.pixel_change(original, changed)  # [1+H, H, W]
-        return original, changed, imaging.heat(change, float(change.max()))
+        outline = np.concatenate([self._context_region(scene, slot), region])  # [1+H, H, W]
+        return original, changed, imaging.heat(change, float(change.max())), outline
+
+    def _playback(self, scene: Scene, shown: tuple[np.ndarray, ...], title: str = "") -> str:
+        """The animation original | edited | difference (the slot's pixels outlined), as a GIF file."""
+        original, changed, heat, outline = shown
+        play = imaging.Playback(
+            [original, changed, heat],
+            [f"{title}original", f"{title}edited", "difference"],
+            _scale(scene.frame.shape[0], PLAYBACK_PX),
+            outlines={2: outline},
+        )
+        path = self._file(".gif", "playback")
+        imaging.write_gif(play, path, FRAME_MS, HOLD_LAST_MS)
+        return str(path)
+
+    def _filmstrip(self, scene: Scene, shown: tuple[np.ndarray, ...]) -> str:
+        """Every step as a still: original, edited and difference rows, as a PNG file (exact pixels)."""
+        original, changed, heat, outline = shown
+        names = ["context"] + [f"step {t}" for t in range(original.shape[0] - 1)]
+        strip = imaging.filmstrip(
+            [("original", original), ("edited", changed), ("difference", heat)],
+            names,
+            _scale(scene.frame.shape[0], STRIP_PX),
+            outlines={2: outline},
+        )
+        path = self._file(".png", "filmstrip")
+        path.write_bytes(imaging.png_bytes(strip))
+        return str(path)
 
     def _context_region(self, scene: Scene, slot: int) -> np.ndarray:
         """The slot's pixels [1, H, W] in the context frame."""
@@ -702,11 +712,14 @@ def _locality_html(share: float, total: float, slot: int, model: str) -> str:
     )
 
 
-def _latency_html(rollout: Rollout, reused: bool, handler_ms: float) -> str:
+def _latency_html(rollout: Rollout, reused: bool, handler_ms: float, run: int) -> str:
+    """The latency readout: the API round trip measured here, the model's share of it, and this handler's time."""
     server = rollout.timing_ms.get("total", 0.0)
     if reused:
-        return f"<div class='flam-latency'>Latency: no edit: baseline reused · {handler_ms:.0f} ms</div>"
+        return (
+            f"<div class='flam-latency' data-run='{run}'>Latency: no edit, baseline reused · {handler_ms:.0f} ms</div>"
+        )
     return (
-        f"<div class='flam-latency'>Latency: API round trip <b>{rollout.round_trip_ms:.0f} ms</b> "
+        f"<div class='flam-latency' data-run='{run}'>Latency: API round trip <b>{rollout.round_trip_ms:.0f} ms</b> "
         f"(model {server:.0f} ms) · studio {handler_ms:.0f} ms</div>"
     )

@@ -24,7 +24,7 @@ from test_frontend_support import GRID, SIZE, K, StubApi, inferred, owner_column
 
 from flam.frontend import imaging, steering
 from flam.frontend.client import ApiError, ClientConfig, FlamClient, decode_png, encode_png
-from flam.frontend.studio import MAX_SLIDERS, SCENE_PX, Controls, Session, Studio
+from flam.frontend.studio import MAX_SLIDERS, SCENE_PX, STRIP_PX, Controls, Session, Studio
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -215,10 +215,18 @@ def test_filmstrip_cells_hold_the_exact_frames() -> None:
 def test_playback_gif_plays_every_step(tmp_path: Path) -> None:
     steps = np.arange(4, dtype=np.uint8)[:, None, None, None] * 60  # [4, 1, 1, 1]: every step differs
     panels = [np.broadcast_to(steps + v, (4, 8, 8, 3)).astype(np.uint8) for v in (0, 10, 20)]
-    play = imaging.Playback(panels, ["a", "b", "c"], 4)
-    path = imaging.write_gif(play.frames(), tmp_path / "p.gif", 100)
-    frames = iio.imread(path, index=None)
-    assert frames.shape[0] == 4 and frames.shape[1] == imaging.PLAY_HEADER_H + 32
+    region = np.zeros((4, 8, 8), dtype=bool)
+    region[:, 2:6, 2:6] = True
+    play = imaging.Playback(panels, ["a", "b", "c"], 4, outlines={2: region})
+    path = imaging.write_gif(play, tmp_path / "p.gif", 100)
+    frames = iio.imread(path, index=None)[..., :3]
+    assert frames.shape[:2] == (4, imaging.PLAY_HEADER_H + 32)
+    np.testing.assert_array_equal(frames, play.frames())
+    body = frames[:, imaging.PLAY_HEADER_H :]
+    first_panel = body[:, 16, 8:12].astype(int)  # [4, 4, 3]: one colour per step (GIF palettes are approximate)
+    assert np.abs(first_panel - steps[:, 0].astype(int)).max() <= 12
+    left = 2 * (8 + max(1, imaging.PANEL_GAP // 4)) * 4  # the third panel, gaps scaled with the frames
+    assert (body[:, 8, left + 8] == imaging.OUTLINE).all() and (body[:, 16, left + 16] != imaging.OUTLINE).any()
 
 
 def test_upload_warnings_compare_with_the_training_frames() -> None:
@@ -279,8 +287,8 @@ def test_a_slider_edit_changes_only_the_selected_slot_and_the_meter_says_so(stud
     recipe = json.loads(out["recipe"])
     assert recipe["edits"] == [{"slot": 1, "delta": [1.0, 0.0]}]
     assert "<b style='color:#16a34a'>100%</b>" in out["locality"]  # the stub changes only slot 1's band
-    strip = np.asarray(out["filmstrip"])
-    top, left = imaging.strip_origin(1, 1, SIZE)  # the edited row, step 0 (96 px cells hold 64 px frames once)
+    strip = np.asarray(Image.open(out["filmstrip"]).convert("RGB"))
+    top, left = imaging.strip_origin(1, 1, SIZE)  # the edited row, step 0 (cells hold the 64 px frames as they are)
     edited = decode_png(stub.rollout(recipe)["frames"][0])
     np.testing.assert_array_equal(strip[top : top + SIZE, left : left + SIZE], edited)
     gif = iio.imread(out["playback"], index=None)
@@ -324,8 +332,9 @@ def test_export_renders_playable_files_and_the_recipe(studio: Studio) -> None:
     studio.load(session)
     studio.release(session, Controls(sliders(0.5, 0.5)))
     out = studio.export(session)
-    assert iio.imread(out["mp4_file"], index=None).shape[0] == session.scene.context.horizon
-    assert iio.imread(out["gif_file"], index=None).shape[0] == session.scene.context.horizon
+    assert out["mp4_file"]["interactive"] and out["gif_file"]["interactive"]
+    assert iio.imread(out["mp4_file"]["value"], index=None).shape[0] == session.scene.context.horizon
+    assert iio.imread(out["gif_file"]["value"], index=None).shape[0] == session.scene.context.horizon
     assert json.loads(Path(out["recipe_file"]).read_text()) == session.recipe
 
 
@@ -382,9 +391,9 @@ def test_real_backend_edit_touches_one_slot_and_the_recipe_replays_the_frames(re
     baseline = client.rollout(steering.base_request(scene.context, "keep", 0, slot))
     assert steering.changed_slots(baseline.actions, replay.actions) == [slot]
     assert replay.recipe == recipe
-    scale = 96 // scene.model.image_size
+    scale = max(1, STRIP_PX // scene.model.image_size)
     cell = scene.model.image_size * scale
-    strip = np.asarray(out["filmstrip"])
+    strip = np.asarray(Image.open(out["filmstrip"]).convert("RGB"))
     for step in range(scene.context.horizon):
         top, left = imaging.strip_origin(1, step + 1, cell)
         np.testing.assert_array_equal(strip[top : top + cell : scale, left : left + cell : scale], replay.frames[step])
@@ -403,8 +412,8 @@ def test_real_backend_export_and_monolithic_comparison(real: Studio) -> None:
         assert "Locality" in out["mono_locality"] and Path(out["mono_playback"]).is_file()
     files = real.export(session)
     size = session.scene.model.image_size
-    assert iio.imread(files["mp4_file"], index=None).shape == (session.scene.context.horizon, size, size, 3)
-    gif = iio.imread(files["gif_file"], index=None)  # repeated frames are merged into longer ones
+    assert iio.imread(files["mp4_file"]["value"], index=None).shape == (session.scene.context.horizon, size, size, 3)
+    gif = iio.imread(files["gif_file"]["value"], index=None)  # repeated frames are merged into longer ones
     assert 1 <= gif.shape[0] <= session.scene.context.horizon and gif.shape[1:3] == (size, size)
 
 
