@@ -183,7 +183,7 @@ def evaluate(
         **{f"{name}_per_step": values.mean(dim=0).tolist() for name, values in frame_scores.items()},
         "tokenizer_psnr": float(torch.cat(collected.tokenizer_psnr).mean()),
     }
-    summary.update(_fvd(truth, predicted, config, log))
+    summary.update(_fvd(truth, predicted, config, model.device, log))
     binding = None
     if truth_reason is not None:
         for key in ("dci", "edit_locality", "edit_effect"):
@@ -284,7 +284,9 @@ def _frame_scores(predicted: torch.Tensor, truth: torch.Tensor, device: torch.de
     }
 
 
-def _fvd(truth: torch.Tensor, predicted: torch.Tensor, config: EvalConfig, log: Log) -> dict[str, Any]:
+def _fvd(
+    truth: torch.Tensor, predicted: torch.Tensor, config: EvalConfig, device: torch.device, log: Log
+) -> dict[str, Any]:
     """FVD of the first `fvd_episodes` rollouts against their true frames, or why it was skipped."""
     count = min(config.fvd_episodes, truth.shape[0])
     if config.fvd_episodes == 0:
@@ -294,7 +296,7 @@ def _fvd(truth: torch.Tensor, predicted: torch.Tensor, config: EvalConfig, log: 
     if count < 2:
         return {"fvd": None, "fvd_videos": count, "fvd_note": "FVD needs at least 2 videos"}
     log(f"FVD on {count} episodes")
-    value = frechet_video_distance(truth[:count], predicted[:count])
+    value = frechet_video_distance(truth[:count], predicted[:count], device)
     note = "from few videos FVD is biased upwards; compare runs of equal size only"
     return {"fvd": value, "fvd_videos": count, "fvd_note": note}
 
