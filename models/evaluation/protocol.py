@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +116,14 @@ class Evaluation:
 class _Collected:
     """Everything the batched pass gathers before the metrics that need all episodes."""
 
-    truth: list[torch.Tensor]  # uint8 [B, H, ...] true frames of the rollout window
-    predicted: list[torch.Tensor]  # uint8 [B, H, ...]
-    tokenizer_psnr: list[torch.Tensor]  # [B*T] per frame
-    slots: list[torch.Tensor]  # [B, T, K, D]
-    masks: list[torch.Tensor]  # [B, T, K, h, w]
-    example_truth: list[torch.Tensor]  # uint8 [b, C+H, ...]
-    edits_base: list[np.ndarray]  # uint8 [B', H, ...]
-    edits: list[np.ndarray]  # uint8 [B', K, H, ...]
+    truth: list[torch.Tensor] = field(default_factory=list)  # uint8 [B, H, ...] true frames of the rollout window
+    predicted: list[torch.Tensor] = field(default_factory=list)  # uint8 [B, H, ...]
+    tokenizer_psnr: list[torch.Tensor] = field(default_factory=list)  # [B*T] per frame
+    slots: list[torch.Tensor] = field(default_factory=list)  # [B, T, K, D]
+    masks: list[torch.Tensor] = field(default_factory=list)  # [B, T, K, h, w]
+    example_truth: list[torch.Tensor] = field(default_factory=list)  # uint8 [b, C+H, ...]
+    edits_base: list[np.ndarray] = field(default_factory=list)  # uint8 [B', H, ...]
+    edits: list[np.ndarray] = field(default_factory=list)  # uint8 [B', K, H, ...]
 
 
 def not_applicable(reason: str) -> dict[str, Any]:
@@ -225,7 +225,7 @@ def _collect(
 ) -> _Collected:
     """The batched pass: read every episode, roll out, and (for the first episodes) roll out every slot edit."""
     c, h = config.context, config.horizon
-    out = _Collected([], [], [], [], [], [], [], [])
+    out = _Collected()
     for first in range(0, len(episodes), config.batch_size):
         ids = episodes[first : first + config.batch_size]
         log(f"rolling out episodes {first + 1}-{first + len(ids)} of {len(episodes)}")
