@@ -52,8 +52,8 @@ CSS = """
 .flam-table th, .flam-table td { padding: 4px 10px; text-align: center; border: 1px solid #e5e7eb; }
 .flam-table th:first-child { text-align: left; }
 .flam-section h3 { margin: 0 0 2px 0; }
-.flam-sliders { display: grid !important; grid-template-columns: 1fr 1fr; gap: 8px; }
-.flam-sliders > * { min-width: 0 !important; }
+.flam-sliders .form { display: grid !important; grid-template-columns: 1fr 1fr; gap: 0 12px; }
+.flam-sliders .form > * { min-width: 0 !important; }
 """
 
 # Keyboard shortcuts: a key (or arrow) clicks the visible named-action button whose label ends in "[KEY]".
@@ -117,7 +117,8 @@ def build_studio(api_url: str, client: FlamClient | None = None) -> gr.Blocks:
                     with gr.Tab("Bundled episodes"):
                         episodes = gr.Gallery(
                             label="Episodes", show_label=False, columns=6, height=130, allow_preview=False,
-                            format="png", object_fit="contain", elem_classes="flam-episodes", elem_id="flam-episodes",
+                            fit_columns=False, buttons=[], format="png", object_fit="contain",
+                            elem_classes="flam-episodes", elem_id="flam-episodes",
                         )  # fmt: skip
                     with gr.Tab("Upload frames"):
                         uploads = gr.File(
@@ -131,7 +132,7 @@ def build_studio(api_url: str, client: FlamClient | None = None) -> gr.Blocks:
                 )  # fmt: skip
                 legend = gr.Gallery(
                     label="Slots (click to select)", columns=4, height=190, allow_preview=False, format="png",
-                    object_fit="contain", elem_classes="flam-legend", elem_id="flam-legend",
+                    buttons=[], object_fit="contain", elem_classes="flam-legend", elem_id="flam-legend",
                 )  # fmt: skip
                 with gr.Accordion("Slot × entity correspondence (ground truth)", open=True):
                     correspondence = gr.HTML(elem_id="flam-correspondence")

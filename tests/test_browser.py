@@ -306,7 +306,7 @@ def test_slider_release_changes_only_the_selected_slot(page: Any, api: httpx.Cli
     assert (image(page, "#flam-filmstrip") != original_strip).any()
     playback = iio.imread(page.request.get(page.get_attribute("#flam-playback img", "src")).body(), index=None)
     assert playback.shape[2] >= 3 * max(1, PLAYBACK_PX // size) * size
-    page.screenshot(path=shots / "studio-edit.png", full_page=False)
+    page.screenshot(path=shots / "studio-edit.png", full_page=True)
     for target in (0.75, 0.25, 0.6):  # more releases, for the latency figure
         before = run_number(page)
         released = drag_slider(page, axis, target)
