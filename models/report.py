@@ -303,6 +303,7 @@ def summary_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[st
         ("ST-LPIPS ↓", [_fmt(s["st_lpips"], 4) for s in summaries]),
         ("FVD ↓", [f"{_fmt(s['fvd'], 1)} ({s.get('fvd_videos', 0)} videos)" for s in summaries]),
         ("tokenizer PSNR ↑ (dB)", [_fmt(s["tokenizer_psnr"], 2) for s in summaries]),
+        ("reference: repeat last context frame, PSNR (dB)", [_fmt(s.get("copy_psnr"), 2) for s in summaries]),
         ("DCI disentanglement ↑", [dci(s, "disentanglement") for s in summaries]),
         ("DCI completeness ↑", [dci(s, "completeness") for s in summaries]),
         ("DCI informativeness ↑", [dci(s, "informativeness") for s in summaries]),

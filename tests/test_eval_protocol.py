@@ -101,6 +101,7 @@ def test_a_model_that_repeats_the_context_frame_scores_below_the_cap(dataset: Da
     model.lam.predict = lambda state, actions: state.z  # the world never moves
     s = evaluate(model, dataset, EvalConfig(horizon=8, **FAST)).summary
     assert s["psnr"] < 60.0
+    assert s["psnr"] == pytest.approx(s["copy_psnr"], abs=1e-4)  # it is exactly the copy reference
     assert len(s["psnr_per_step"]) == 8
 
 

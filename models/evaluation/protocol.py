@@ -45,6 +45,7 @@ METRIC_NAMES = {
     "st_lpips": "ST-LPIPS (shift-tolerant LPIPS, AlexNet variant; not LPIPS)",
     "fvd": "FVD (I3D Kinetics-400, {horizon}-frame clips at {size} px upsampled to 224 px)",
     "tokenizer_psnr": "tokenizer PSNR: decode(encode(frame)) against the frame, every frame of the episodes",
+    "copy_psnr": "reference: PSNR of repeating the last context frame for the whole horizon (no model)",
     "dci": "DCI: linear position probes (grid cells) from each slot to each entity, fitted on half of the episodes",
     "edit_locality": "share of an edit's pixel change outside the other entities' ground-truth masks (1 = local)",
     "edit_effect": "share of edits that visibly change the target entity (mean change > 8/255 near it)",
@@ -119,6 +120,7 @@ class _Collected:
     truth: list[torch.Tensor] = field(default_factory=list)  # uint8 [B, H, ...] true frames of the rollout window
     predicted: list[torch.Tensor] = field(default_factory=list)  # uint8 [B, H, ...]
     tokenizer_psnr: list[torch.Tensor] = field(default_factory=list)  # [B*T] per frame
+    last_context: list[torch.Tensor] = field(default_factory=list)  # uint8 [B, Hpx, Wpx, 3]
     slots: list[torch.Tensor] = field(default_factory=list)  # [B, T, K, D]
     masks: list[torch.Tensor] = field(default_factory=list)  # [B, T, K, h, w]
     example_truth: list[torch.Tensor] = field(default_factory=list)  # uint8 [b, C+H, ...]
@@ -182,6 +184,7 @@ def evaluate(
         "fvd": None,
         **{f"{name}_per_step": values.mean(dim=0).tolist() for name, values in frame_scores.items()},
         "tokenizer_psnr": float(torch.cat(collected.tokenizer_psnr).mean()),
+        "copy_psnr": _copy_psnr(truth, torch.cat(collected.last_context)),
     }
     summary.update(_fvd(truth, predicted, config, model.device, log))
     binding = None
@@ -237,6 +240,7 @@ def _collect(
         actions = inference.actions[:, c - 1 : c - 1 + h]  # [B, H, K, A]: transition t -> t+1 for t = C-1..
         result = rollout(model, start, actions)
         out.truth.append(frames[:, c : c + h])
+        out.last_context.append(frames[:, c - 1])
         out.predicted.append(result.frames)
         out.slots.append(inference.slots.float().cpu())
         out.masks.append(inference.masks.float().cpu())
@@ -282,6 +286,12 @@ def _frame_scores(predicted: torch.Tensor, truth: torch.Tensor, device: torch.de
         "ssim": ssim(flat_pred, flat_true).reshape(v, h).double(),
         "st_lpips": lpips.reshape(v, h).double(),
     }
+
+
+def _copy_psnr(truth: torch.Tensor, last_context: torch.Tensor) -> float:
+    """Mean PSNR of predicting 'nothing moves': the last context frame [V, ...] against every true frame [V, H, ...]."""
+    copies = last_context[:, None].expand_as(truth)  # uint8 [V, H, Hpx, Wpx, 3]
+    return float(psnr(copies.flatten(0, 1), truth.flatten(0, 1)).double().mean())
 
 
 def _fvd(
