@@ -51,7 +51,7 @@ def test_scaling_trains_both_models_per_agent_count_with_one_budget_and_reports(
             assert training["step"] == training["steps"] == 2
     readme = (out / "report" / "README.md").read_text()
     assert "tokenizer 2 steps, each latent action model 2 steps" in readme
-    assert "| 2 | 4 |" in readme  # 2 agents, K = 4
+    assert "| 2 | 4 |" in readme and "copy-frame PSNR" in readme  # 2 agents, K = 4
     assert (out / "report" / "scaling-psnr.png").stat().st_size > 1000
     assert (out / "report" / "agents-2" / "README.md").is_file()
 

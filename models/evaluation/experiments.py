@@ -200,6 +200,8 @@ def _value(run: Evaluation | None, key: str, digits: int) -> str:
     if run is None:
         return "–"
     value = run.summary.get(key)
+    if value is None:
+        return "–"
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "n/a"
 
 
@@ -227,6 +229,7 @@ def write_scaling_report(out: Path, results: dict[int, dict[str, Evaluation]], c
                 _value(flam, "psnr", 2),
                 _value(mono, "psnr", 2),
                 gain,
+                _value(flam or mono, "copy_psnr", 2),
                 _value(flam, "ssim", 4),
                 _value(mono, "ssim", 4),
                 _value(flam, "st_lpips", 4),
@@ -243,6 +246,7 @@ def write_scaling_report(out: Path, results: dict[int, dict[str, Evaluation]], c
         "FLAM PSNR",
         "mono PSNR",
         "Δ PSNR",
+        "copy-frame PSNR",
         "FLAM SSIM",
         "mono SSIM",
         "FLAM ST-LPIPS",
@@ -267,6 +271,8 @@ def write_scaling_report(out: Path, results: dict[int, dict[str, Evaluation]], c
         "for both architectures. Evaluation: `flam eval` protocol on the held-out test episodes of each dataset.",
         "",
         markdown_table(header, rows),
+        "",
+        "Δ PSNR: FLAM minus monolithic. Copy-frame PSNR: repeating the last context frame (no model), for scale.",
         "",
         "![PSNR vs agents](scaling-psnr.png) ![SSIM vs agents](scaling-ssim.png)",
         "",
