@@ -300,7 +300,8 @@ def report(
         "# API benchmark",
         "",
         f"Written by `flam bench` ({'against ' + args.url if url_given else 'on a server it started itself'}).",
-        *([args.note, ""] if args.note else [""]),
+        "",
+        *([args.note, ""] if args.note else []),
         "## Machine and model",
         "",
         f"- CPU: {machine['cpu']}, {machine['cores']} cores; load average at the end {machine['load']}",
@@ -331,7 +332,7 @@ def report(
         f"| caches and stacking on | {figures['clients_fps']:.0f} | ≥ 150 | "
         f"{ok('clients_fps', figures['clients_fps'])} |",
         f"| `\"cache\": false` (no caches, no stacking) | {figures['plain_fps']:.0f} | | |",
-        f"| ratio on / off | {ratio:.2f}x | | |",
+        f"| ratio on / off (of the medians) | {ratio:.2f}x | | |",
         "",
         "Server-side stages of the every-step re-roll (median ms over all runs, from the responses' timing_ms): "
         + ", ".join(f"{stage} {statistics.median(ms):.1f}" for stage, ms in server_ms.items())
