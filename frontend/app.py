@@ -8,6 +8,7 @@ leave as PNG (Gradio's default WebP is lossy), and the page never asks for a pub
 
 from __future__ import annotations
 
+import html
 import os
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -39,6 +40,8 @@ CSS = """
 #flam-header p { margin: 4px 0 0 0; color: #c7d2fe; font-size: .92rem; }
 .flam-status { font-size: .85rem; color: #16a34a; margin-top: 6px; }
 .flam-status.flam-bad { color: #f87171; }
+.flam-error-box { margin-top: 8px; padding: 10px 14px; border-radius: 10px; background: #fef2f2;
+  border: 1px solid #fecaca; color: #991b1b; font-size: .92rem; }
 .flam-badge { display: flex; align-items: center; gap: 8px; font-size: 1rem; padding: 4px 2px; }
 .flam-swatch { display: inline-block; width: 14px; height: 14px; border-radius: 3px; margin-right: 6px;
   vertical-align: middle; border: 1px solid rgba(0,0,0,.25); }
@@ -52,7 +55,7 @@ CSS = """
 .flam-table th, .flam-table td { padding: 4px 10px; text-align: center; border: 1px solid #e5e7eb; }
 .flam-table th:first-child { text-align: left; }
 .flam-section h3 { margin: 0 0 2px 0; }
-.flam-sliders .form { display: grid !important; grid-template-columns: 1fr 1fr; gap: 0 12px; }
+.flam-sliders .form { display: grid !important; grid-template-columns: 1fr 1fr; gap: 0; }
 .flam-sliders .form > * { min-width: 0 !important; }
 """
 
@@ -105,6 +108,7 @@ def build_studio(api_url: str, client: FlamClient | None = None) -> gr.Blocks:
     with gr.Blocks(title="FLAM Studio", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         session = gr.State(Session())
         status = gr.HTML(INTRO.format(status="<div class='flam-status'>connecting…</div>"), elem_id="flam-top")
+        error = gr.HTML(elem_id="flam-error")
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=360):
                 gr.Markdown("### 1 · Scene", elem_classes="flam-section")
@@ -190,13 +194,16 @@ def build_studio(api_url: str, client: FlamClient | None = None) -> gr.Blocks:
                     step = gr.Slider(0, 9, value=0, step=1, label="Step j", scale=2)
                 others = gr.Radio(OTHERS, value="keep", label="Other slots")
                 gr.Markdown("### 4 · Inspect and export", elem_classes="flam-section")
-                gr.HTML("<div class='flam-note'>Every step as exact pixels: original, edited, difference.</div>")
+                gr.HTML(
+                    "<div class='flam-note'>Every step as exact pixels (ctx: the context frame, then rollout steps "
+                    "0, 1, …): original, edited, and the difference with the selected slot outlined.</div>"
+                )
                 filmstrip = gr.Image(
                     show_label=False, format="png", interactive=False, buttons=["download"],
                     elem_classes="flam-pixel", elem_id="flam-filmstrip",
                 )  # fmt: skip
                 with gr.Row():
-                    render = gr.Button("Render MP4 + GIF", variant="primary", elem_id="flam-render")
+                    render = gr.Button("Render video", variant="primary", elem_id="flam-render")
                     mp4_file = gr.DownloadButton("⬇ MP4", interactive=False, elem_id="flam-mp4")
                     gif_file = gr.DownloadButton("⬇ GIF", interactive=False, elem_id="flam-gif")
                     recipe_file = gr.DownloadButton("⬇ Recipe (JSON)", elem_id="flam-recipe-file")
@@ -206,6 +213,7 @@ def build_studio(api_url: str, client: FlamClient | None = None) -> gr.Blocks:
         outputs: dict[str, gr.components.Component | gr.blocks.BlockContext] = {
             "session": session,
             "status": status,
+            "error": error,
             "model": model,
             "episodes": episodes,
             "upload_note": upload_note,
@@ -252,9 +260,10 @@ def build_studio(api_url: str, client: FlamClient | None = None) -> gr.Blocks:
 
             def run(*args: Any) -> tuple[Any, ...]:
                 try:
-                    result = handler(*args)
-                except ApiError as error:
-                    raise gr.Error(error.message, title="The FLAM API says") from None
+                    result = {"error": "", **handler(*args)}
+                except ApiError as failure:
+                    gr.Warning(failure.message, duration=15, title="The FLAM API says")
+                    result = {"error": _error_html(failure.message)}
                 return tuple(_update(result[n]) if n in result else gr.skip() for n in names)
 
             run.__name__ = name
@@ -263,19 +272,19 @@ def build_studio(api_url: str, client: FlamClient | None = None) -> gr.Blocks:
         def on_load(state: Session) -> tuple[Any, ...]:
             try:
                 result = studio.load(state)
-            except ApiError as error:
-                gr.Warning(error.message)
-                message = f"<div class='flam-status flam-bad'>● {error.message}</div>"
-                result = {"session": state}
-                result["status"] = INTRO.format(status=message)
+            except ApiError as failure:
+                gr.Warning(failure.message, duration=15, title="The FLAM API says")
+                offline = "<div class='flam-status flam-bad'>● not connected</div>"
+                result = {"session": state, "status": INTRO.format(status=offline)}
+                result["error"] = _error_html(failure.message)
                 return tuple(_update(result[n]) if n in result else gr.skip() for n in names)
             result["status"] = INTRO.format(status=result["status"])
             return tuple(_update(result[n]) if n in result else gr.skip() for n in names)
 
         quiet = {"show_progress": "hidden"}
-        demo.load(on_load, [session], targets)
-        model.input(wired(studio.select_model, "select_model"), [session, model], targets)
-        uploads.upload(wired(studio.upload, "upload"), [session, uploads, model], targets)
+        demo.load(on_load, [session], targets, **quiet)
+        model.input(wired(studio.select_model, "select_model"), [session, model], targets, **quiet)
+        uploads.upload(wired(studio.upload, "upload"), [session, uploads, model], targets, **quiet)
 
         def episode_selected(state: Session, evt: gr.SelectData) -> tuple[Any, ...]:
             return wired(studio.select_episode, "select_episode")(state, evt.index)
@@ -287,7 +296,7 @@ def build_studio(api_url: str, client: FlamClient | None = None) -> gr.Blocks:
         def legend_picked(state: Session, evt: gr.SelectData, *values: Any) -> tuple[Any, ...]:
             return wired(studio.select_slot, "select_slot")(state, evt.index, controls(values))
 
-        episodes.select(episode_selected, [session], targets)
+        episodes.select(episode_selected, [session], targets, **quiet)
         scene.select(scene_clicked, [session, *control_inputs], targets, **quiet)
         legend.select(legend_picked, [session, *control_inputs], targets, **quiet)
         axes.input(
@@ -327,8 +336,13 @@ def build_studio(api_url: str, client: FlamClient | None = None) -> gr.Blocks:
                 targets,
                 **quiet,
             )
-        render.click(wired(studio.export, "export"), [session], targets)
+        render.click(wired(studio.export, "export"), [session], targets, **quiet)
     return demo
+
+
+def _error_html(message: str) -> str:
+    """A failed request's message, shown under the header until the next action succeeds."""
+    return f"<div class='flam-error-box'><b>The FLAM API says:</b> {html.escape(message)}</div>"
 
 
 def _action(label: str) -> str:

@@ -259,7 +259,7 @@ class Studio:
         model = self._model(name)
         episodes = self._episodes_of(model.name)
         gallery = [
-            (decode_png(t), f"episode {i} · {n} frames")
+            (decode_png(t), f"#{i} · {n}f")
             for i, t, n in zip(episodes.ids, episodes.thumbnails, episodes.frames, strict=True)
         ]
         if not episodes.ids:
@@ -472,11 +472,11 @@ class Studio:
                 "minimum": -scene.limit,
                 "maximum": scene.limit,
             }
-        reference = "the inferred action" if scene.context.inferred is not None else "the base plan"
+        reference = "inferred action" if scene.context.inferred is not None else "base-plan action"
         if session.mode == "delta":
             text = f"Sliders <b>add</b> to slot {session.slot}'s {reference} (all at 0: no edit)."
         else:
-            text = f"Sliders <b>set</b> slot {session.slot}'s action outright (replacing {reference})."
+            text = f"Sliders <b>set</b> slot {session.slot}'s action outright (replacing its {reference})."
         axes_text = (
             "principal directions of its inferred actions, most variance first"
             if session.principal
@@ -663,7 +663,7 @@ class Studio:
     def _filmstrip(self, scene: Scene, shown: tuple[np.ndarray, ...]) -> str:
         """Every step as a still: original, edited and difference rows, as a PNG file (exact pixels)."""
         original, changed, heat, outline = shown
-        names = ["context"] + [f"step {t}" for t in range(original.shape[0] - 1)]
+        names = ["ctx"] + [str(t) for t in range(original.shape[0] - 1)]  # rollout steps, 0-based as in edits
         strip = imaging.filmstrip(
             [("original", original), ("edited", changed), ("difference", heat)],
             names,

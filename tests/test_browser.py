@@ -384,10 +384,13 @@ def test_backend_errors_show_as_readable_messages(page: Any, tmp_path: Path, sho
     broken.write_bytes(base64.b64decode(truncated_png_b64()))
     page.get_by_role("tab", name="Upload frames").click()
     page.set_input_files("#flam-upload input[type=file]", str(broken))
+    box = page.locator("#flam-error .flam-error-box")
+    box.wait_for(timeout=UPDATE_TIMEOUT_MS)
     toast = page.locator(".toast-body, [data-testid='toast-body']").first
     toast.wait_for(timeout=UPDATE_TIMEOUT_MS)
-    text = toast.inner_text()
-    assert "context.frames[0]" in text and "Traceback" not in text and 'File "' not in text
+    for text in (box.inner_text(), toast.inner_text()):
+        assert "context.frames[0]" in text and "Traceback" not in text and 'File "' not in text
+    assert page.locator("#flam-playback img").is_visible()  # the last good comparison stays on the page
     page.screenshot(path=shots / "studio-error.png", full_page=False)
 
 

@@ -346,9 +346,7 @@ def test_backend_errors_surface_as_their_message(studio: Studio, stub: StubApi) 
         studio.release(session, Controls(sliders(1.0)))
 
 
-def test_wired_handlers_raise_gradio_errors_with_the_api_message(stub: StubApi) -> None:
-    import gradio as gr
-
+def test_wired_handlers_show_the_api_message_and_keep_the_page(stub: StubApi) -> None:
     from flam.frontend.app import build_studio
 
     client = FlamClient(ClientConfig("http://stub.test"), transport=stub.transport())
@@ -357,9 +355,16 @@ def test_wired_handlers_raise_gradio_errors_with_the_api_message(stub: StubApi) 
     session = Session()
     loaded = functions["on_load"](session)
     assert len(loaded) == len(demo.fns[0].outputs) and session.scene is not None
-    stub.fail_rollout = (422, "edits[0].slot: slot 7 is out of range")
-    with pytest.raises(gr.Error, match="slot 7 is out of range"):
-        functions["release"](session, *sliders(1.0), "all", 0, "keep", False)
+    names = [block.elem_id for block in demo.fns[0].outputs]
+    stub.fail_rollout = (422, "edits[0].slot: slot 7 is <out> of range")
+    with pytest.warns(UserWarning, match="slot 7 is <out> of range"):
+        result = functions["release"](session, *sliders(1.0), "all", 0, "keep", False)
+    shown = dict(zip(names, result, strict=True))
+    assert "slot 7 is &lt;out&gt; of range" in shown["flam-error"]
+    assert all(v == {"__type__": "update"} for k, v in shown.items() if k != "flam-error")  # the page is kept
+    stub.fail_rollout = None
+    result = dict(zip(names, functions["release"](session, *sliders(1.0), "all", 0, "keep", False), strict=True))
+    assert result["flam-error"] == "" and "data-run" in result["flam-latency"]
 
 
 # --- handlers against the real backend ----------------------------------------------------------------------
