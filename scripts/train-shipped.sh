@@ -18,4 +18,4 @@ for arch in flam monolithic; do
   $flam train lam --arch "$arch" --tokenizer "$set_dir/tokenizer" --data "$data" --out "$set_dir/$arch" \
     $(resume_flag "$set_dir/$arch")
 done
-$flam data subset "$data" --split test --count 16 --out "$set_dir/episodes" --overwrite
+$flam data subset "$data" --split test --count 8 --out "$set_dir/episodes" --overwrite
