@@ -83,19 +83,11 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
 
 
 def device_of(name: str | None) -> torch.device:
-    import torch
-
+    """--device, or CUDA when present else the CPU."""
     from flam.models.world_model import default_device
+    from flam.train import parse_device
 
-    if name is None:
-        return default_device()
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise CliError(f"--device {name!r}: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda: no CUDA device is available on this machine")
-    return device
+    return parse_device(name) or default_device()
 
 
 def _log(args: argparse.Namespace) -> Callable[[str], None]:

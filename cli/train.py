@@ -100,7 +100,8 @@ def _is_distributed_flag(argv: list[str], index: int) -> bool:
     return arg.startswith("--distributed") or (index > 0 and argv[index - 1] == "--distributed")
 
 
-def _device(name: str | None) -> torch.device | None:
+def parse_device(name: str | None) -> torch.device | None:
+    """The --device option as a torch device (None when not given); an unusable device is a CliError."""
     import torch
 
     if name is None:
@@ -123,7 +124,7 @@ def run_tokenizer(args: argparse.Namespace) -> int:
 
     return _guard(
         lambda: train_tokenizer(
-            args.data, args.out, args.preset, args.steps, args.resume, _device(args.device), args.bf16
+            args.data, args.out, args.preset, args.steps, args.resume, parse_device(args.device), args.bf16
         )
     )
 
@@ -150,7 +151,7 @@ def run_lam(args: argparse.Namespace) -> int:
             args.slots,
             args.action_size,
             overrides,
-            _device(args.device),
+            parse_device(args.device),
             args.bf16,
         )
     )
