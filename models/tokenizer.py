@@ -67,8 +67,8 @@ class FSQ(nn.Module):
         return (z * half + half).round().to(torch.int8)
 
     def from_indices(self, idx: torch.Tensor) -> torch.Tensor:
-        """Inverse of `indices`."""
-        half = self._shape(idx)
+        """Inverse of `indices`, on the codes' device (cached codes live on the CPU while the model may not)."""
+        half = self._shape(idx).to(idx.device)
         return (idx.float() - half) / half
 
 

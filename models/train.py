@@ -106,6 +106,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.rng = np.random.default_rng([train.seed, world.rank])  # each rank draws different clips
         self.step = 0
+        # One entry per process start (fresh or --resume): which command ran which steps on which hardware.
+        self.sessions: list[dict[str, Any]] = []
         self.seconds = 0.0
         self.history: list[dict[str, float]] = []
         self.ddp = DistributedDataParallel(self.model) if world.world_size > 1 else None
@@ -125,6 +127,7 @@ class Trainer:
         self.step = int(training["step"])
         self.seconds = float(training["seconds"])
         self.history = list(training["history"])
+        self.sessions = list(training.get("sessions", []))
         rng_states = training["rng"]
         self.rng.bit_generator.state = rng_states[min(self.world.rank, len(rng_states) - 1)]
         torch.set_rng_state(tensors["torch_rng"])
@@ -149,6 +152,7 @@ class Trainer:
             "data_digests": data_digests,  # per rank, of the batches drawn since this process started
             "weight_digests": weight_digests,  # per rank: DDP keeps them identical
             "command": " ".join(sys.argv),
+            "sessions": self.sessions,
         }
         save_checkpoint(
             self.out,
@@ -172,6 +176,10 @@ class Trainer:
         train = self.train
         net = self.ddp or self.model
         autocast = train.bf16 and self.device.type in ("cpu", "cuda")
+        self.sessions.append(
+            {"command": " ".join(sys.argv), "device": describe_device(self.device, self.world), "from_step": self.step}
+        )
+        session_started = self.seconds
         bar = tqdm(
             total=train.steps,
             initial=self.step,
@@ -206,12 +214,22 @@ class Trainer:
                 self.history.append(metrics)
                 self.log(f"[{self.kind}] validation " + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
             if self.step % train.checkpoint_every == 0 or self.step == train.steps:
+                self.sessions[-1] |= {"to_step": self.step, "seconds": round(self.seconds - session_started, 1)}
                 self._checkpoint()
         bar.close()
         if self.step == train.steps and self.world.is_main:
             rate = self.step / max(self.seconds, 1e-9)
             self.log(f"[{self.kind}] done: {self.step} steps, {self.seconds:.0f} s, {rate:.2f} steps/s -> {self.out}")
         return self.model
+
+
+def describe_device(device: torch.device, world: Distributed) -> str:
+    """What a model card needs to say about where steps ran: 'cpu, 2 threads' or 'cuda (NVIDIA H200)'."""
+    if device.type == "cuda":
+        where = f"cuda ({torch.cuda.get_device_name(device)})"
+    else:
+        where = f"{device.type}, {torch.get_num_threads()} threads"
+    return where if world.world_size == 1 else f"{where} x {world.world_size} processes"
 
 
 def _weights_digest(model: nn.Module) -> str:

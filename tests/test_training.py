@@ -78,6 +78,10 @@ def test_resume_after_a_crash_continues_exactly(tiny_dataset: Path, tokenizer_di
         "monolithic", tokenizer_dir, tiny_dataset, tmp_path / "crashed", resume=True, log=lines.append, **args
     )
     assert any("resumed" in line and "at step 20" in line for line in lines)
+    # Provenance: each process start is a session with its own step range and hardware, kept across resumes.
+    sessions = read_training(tmp_path / "crashed")[0]["sessions"]
+    assert [(s["from_step"], s["to_step"]) for s in sessions] == [(0, 20), (20, 40)]
+    assert all(s["device"].startswith("cpu, ") and s["seconds"] > 0 for s in sessions)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 

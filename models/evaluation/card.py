@@ -51,10 +51,20 @@ def _training_lines(name: str, folder: Path) -> list[str]:
     settings = (
         f"batch {train.get('batch_size')}, lr {train.get('lr')}, bf16 {train.get('bf16')}, seed {train.get('seed')}"
     )
+    totals = (
+        f"{training.get('step')} of {training.get('steps')} steps{complete}, {training.get('seconds')} s "
+        f"({hours:.2f} h) on {training.get('world_size', 1)} process(es); {settings}"
+    )
+    sessions = training.get("sessions")
+    if not sessions:  # written before sessions were recorded: only the last command is known
+        return [f"- {name}: `{training.get('command', '?')}`", f"  - {totals}"]
     return [
-        f"- {name}: `{training.get('command', '?')}`",
-        f"  - {training.get('step')} of {training.get('steps')} steps{complete}, {training.get('seconds')} s "
-        f"({hours:.2f} h) on {training.get('world_size', 1)} process(es); {settings}",
+        f"- {name}: {totals}",
+        *[
+            f"  - steps {s.get('from_step')}–{s.get('to_step', s.get('from_step'))} on {s.get('device', '?')}, "
+            f"{s.get('seconds', 0.0)} s: `{s.get('command', '?')}`"
+            for s in sessions
+        ],
     ]
 
 
