@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-STARTUP_TIMEOUT_S = 120.0
+STARTUP_TIMEOUT_S = 180.0
 LEAK_MARKERS = ("Traceback", 'File "', "/tmp/", "/work/", "site-packages", '.py"', "safetensors")
 
 
@@ -39,6 +39,36 @@ def free_port() -> int:
 
 
 @contextmanager
+def serving(command: list[str], env: dict[str, str], log: Path, ready_path: str, port: int) -> Iterator[int]:
+    """Run a server command in a subprocess until GET ready_path on the port answers 200; stop it on exit.
+
+    Yields the process id. The server's output goes to `log`, which a failed start quotes."""
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start in {STARTUP_TIMEOUT_S} s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
 def running_server(checkpoints: Path, log: Path, **env: str) -> Iterator[Server]:
     """`uvicorn --factory flam.backend.app:create_app` on 127.0.0.1 in a subprocess, stopped on exit."""
     port = free_port()
@@ -47,30 +77,8 @@ def running_server(checkpoints: Path, log: Path, **env: str) -> Iterator[Server]
         sys.executable, "-m", "uvicorn", "--factory", "flam.backend.app:create_app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=environment)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start in {STARTUP_TIMEOUT_S} s:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield Server(url, process.pid, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving(command, environment, log, "/health", port) as pid:
+        yield Server(f"http://127.0.0.1:{port}", pid, log)
 
 
 def rss_bytes(pid: int) -> int:

@@ -15,9 +15,7 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
-from test_api_support import free_port, truncated_png_b64
+from test_api_support import free_port, serving, truncated_png_b64
 
 from flam.frontend import imaging, steering
 from flam.frontend.studio import MAX_SLIDERS, PLAYBACK_PX, SCENE_PX, STRIP_PX
@@ -37,7 +35,6 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-STARTUP_TIMEOUT_S = 180.0
 UPDATE_TIMEOUT_MS = 60_000
 LATENCY_TARGET_MS = 300.0
 
@@ -56,30 +53,8 @@ def studio_url(tiny_checkpoints: Path, tmp_path_factory: pytest.TempPathFactory)
     env = {**os.environ, "FLAM_CHECKPOINTS": checkpoints, "FLAM_UI": "1"}
     command = [sys.executable, "-m", "flam", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level",
                "warning"]  # fmt: skip
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"flam serve exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/ui/", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"flam serve did not start in {STARTUP_TIMEOUT_S} s:\n{log.read_text()}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving(command, env, log, "/ui/", port):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

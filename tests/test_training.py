@@ -27,6 +27,12 @@ def quiet(message: str) -> None:
     del message
 
 
+def tiny_flam_args(tokenizer_dir: Path, data: Path, out: Path) -> list[str]:
+    """`train lam` arguments for a tiny FLAM (K = 3) the CLI tests run as a subprocess."""
+    return ["train", "lam", "--arch", "flam", "--tokenizer", str(tokenizer_dir), "--data", str(data),
+            "--out", str(out), "--preset", "tiny", "--slots", "3", "--action-size", "6"]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
     out = tmp_path_factory.mktemp("tok") / "tokenizer"
@@ -90,25 +96,7 @@ def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(
     tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "killed"
-    command = [
-        *FLAM_BIN,
-        "train",
-        "lam",
-        "--arch",
-        "flam",
-        "--tokenizer",
-        str(tokenizer_dir),
-        "--data",
-        str(tiny_dataset),
-        "--out",
-        str(out),
-        "--preset",
-        "tiny",
-        "--slots",
-        "3",
-        "--action-size",
-        "6",
-    ]
+    command = [*FLAM_BIN, *tiny_flam_args(tokenizer_dir, tiny_dataset, out)]
     process = subprocess.Popen([*command, "--steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     try:
@@ -142,23 +130,8 @@ def test_ddp_on_two_cpu_ranks(tiny_dataset: Path, tokenizer_dir: Path, tmp_path:
         "--nproc_per_node=2",
         "-m",
         "flam",
-        "train",
-        "lam",
-        "--arch",
-        "flam",
-        "--tokenizer",
-        str(tokenizer_dir),
-        "--data",
-        str(tiny_dataset),
-        "--out",
-        str(out),
-        "--preset",
-        "tiny",
+        *tiny_flam_args(tokenizer_dir, tiny_dataset, out),
         "--steps",
-        "6",
-        "--slots",
-        "3",
-        "--action-size",
         "6",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

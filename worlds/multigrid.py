@@ -15,7 +15,7 @@ import numpy as np
 
 from flam.worlds.episode import Episode, GroundTruth
 from flam.worlds.palettes import FLOOR, GRID_LINE, WALL, color_table, entity_colors
-from flam.worlds.policy import check_common, persistent_actions
+from flam.worlds.policy import WorldConfig, persistent_actions
 
 ROOM = 8  # cells per side, walls included: 6×6 free interior cells
 ACTION_NAMES = ("turn left", "turn right", "forward", "stay")
@@ -24,27 +24,9 @@ STEP = ((0, 1), (1, 0), (0, -1), (-1, 0))  # (d_row, d_col) per heading: right, 
 
 
 @dataclass(frozen=True)
-class MultiGridConfig:
-    """Parameters of the grid world; every one of them is recorded in the dataset manifest."""
-
-    n_agents: int = 4
-    steps: int = 32  # actions per episode; an episode has steps + 1 frames
-    image_size: int = 64  # pixels per side, a multiple of 8 (image_size / 8 pixels per cell)
-    persistence: float = 0.7  # probability that an agent repeats its previous action
-    correlated: int = 0  # the first `correlated` agents copy agent 0's action (0 = off)
-    distractors: int = 0  # grey squares that drift along a row or column and bounce; nobody controls them
-    palette: str = "default"  # "default" or "heldout" agent colours
-
-    def __post_init__(self) -> None:
-        check_common(
-            self.n_agents,
-            self.steps,
-            self.image_size,
-            self.persistence,
-            self.correlated,
-            self.distractors,
-            self.palette,
-        )
+class MultiGridConfig(WorldConfig):
+    """The grid world has only the shared options: image_size / 8 pixels per cell; distractors are grey squares
+    that drift along a row or column and bounce."""
 
 
 def _triangle_mask(cell: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from flam.worlds.episode import Episode, GroundTruth
 from flam.worlds.palettes import FLOOR, color_table, entity_colors
-from flam.worlds.policy import check_common, persistent_actions
+from flam.worlds.policy import WorldConfig, persistent_actions
 
 ACTION_NAMES = ("none", "up", "down", "left", "right")
 PUSH = np.array([(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)], np.float32)  # (d_row, d_col) per action
@@ -36,16 +36,9 @@ DISTRACTOR_SHAPE = "circle"
 
 
 @dataclass(frozen=True)
-class SpritesConfig:
-    """Parameters of the sprites world; every one of them is recorded in the dataset manifest."""
+class SpritesConfig(WorldConfig):
+    """The shared options plus the physics; distractors are grey circles moving at constant speed and bouncing."""
 
-    n_agents: int = 4
-    steps: int = 32  # actions per episode; an episode has steps + 1 frames
-    image_size: int = 64  # pixels per side, a multiple of 8
-    persistence: float = 0.7  # probability that an agent repeats its previous action
-    correlated: int = 0  # the first `correlated` agents copy agent 0's action (0 = off)
-    distractors: int = 0  # grey circles moving at constant speed and bouncing; nobody controls them
-    palette: str = "default"  # "default" or "heldout" agent colours
     radius: float = 0.09  # shape radius / frame side
     accel: float = 0.012  # velocity change per push / frame side
     damping: float = 0.9  # velocity multiplier per step
@@ -53,15 +46,7 @@ class SpritesConfig:
     distractor_speed: float = 0.025  # distractor speed / frame side per step
 
     def __post_init__(self) -> None:
-        check_common(
-            self.n_agents,
-            self.steps,
-            self.image_size,
-            self.persistence,
-            self.correlated,
-            self.distractors,
-            self.palette,
-        )
+        super().__post_init__()
         if not 0.0 < self.radius < 0.25:
             raise ValueError(f"radius: expected a fraction of the frame side in (0, 0.25), got {self.radius}")
         if not 0.0 < self.damping <= 1.0:
