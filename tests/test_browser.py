@@ -237,13 +237,17 @@ def test_clicking_an_entity_selects_its_slot(page: Any, api: httpx.Client, shots
 
 
 def _visible_edit(api: httpx.Client) -> tuple[int, int, float]:
-    """(slot, raw axis, fraction of the track) whose slider end changes the frames of the tiny model."""
+    """(slot, raw axis, fraction of the track) whose slider end changes the frames.
+
+    Slots that hold an entity in the first frame come first, so a trained model's edit moves an entity."""
     model = default_model(api)
     stats = api.get("/action-stats").json()
     limit = steering.slider_range(steering.slot_axes(stats, model["n_slots"], model["action_dim"]))
     base = {"context": {"episode": 0}, "horizon": 10, "actions": "inferred"}
     frames, _ = api_frames(api, base)
-    for slot in range(model["n_slots"]):
+    owners = api.post("/analyse", json={"context": {"episode": 0}}).json().get("entity_slots") or [[]]
+    slots = dict.fromkeys([*(k for k in owners[0] if k >= 0), *range(model["n_slots"])])
+    for slot in slots:
         for axis in range(model["action_dim"]):
             for sign, fraction in ((1.0, 1.02), (-1.0, -0.02)):
                 delta = [0.0] * model["action_dim"]
