@@ -50,7 +50,7 @@ def test_fuzz_from_the_openapi_schema(server: Server, path: str) -> None:
     seen: Counter[int] = Counter()
 
     @settings(max_examples=FUZZ_EXAMPLES if path == "/rollout" else FUZZ_EXAMPLES // 2, deadline=None,
-              database=None, suppress_health_check=list(HealthCheck))  # fmt: skip
+              database=None, derandomize=True, suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(case=cases)
     def fuzz(case: schemathesis.Case) -> None:
         response = case.call(base_url=server.url, timeout=60)
@@ -67,14 +67,15 @@ edits = st.fixed_dictionaries(
     {"slot": st.integers(-1, 3), "delta": st.lists(finite, min_size=1, max_size=3)},
     optional={"steps": st.none() | st.lists(st.integers(-1, 13), max_size=4)},
 )
+# Valid values are drawn more often than invalid ones so that enough requests reach the model.
 near_valid = st.fixed_dictionaries(
     {"context": st.fixed_dictionaries({"episode": st.integers(0, 1)}, optional={"start": st.integers(0, 13),
                                                                                "length": st.integers(1, 4)}),
-     "horizon": st.integers(-1, 14)},
+     "horizon": st.integers(1, 12) | st.integers(1, 12) | st.integers(-1, 14)},
     optional={"actions": st.sampled_from(["inferred", "prior", "zero"]), "seed": st.integers(0, 2**63 - 1),
               "edits": st.lists(edits, max_size=3), "return_masks": st.booleans(),
-              "format": st.sampled_from(["png", "gif", "mp4"]), "model": st.sampled_from(["tiny/flam", "tiny/x"]),
-              "cache": st.booleans()},
+              "format": st.sampled_from(["png", "gif", "mp4"]), "cache": st.booleans(),
+              "model": st.sampled_from(["tiny/flam", "tiny/flam", "tiny/x"])},
 )  # fmt: skip
 
 
@@ -82,7 +83,14 @@ def test_fuzz_near_valid_rollouts(server: Server) -> None:
     """Requests that are valid or one mistake away: the model path runs, and every answer is 200 or a clean 4xx."""
     seen: Counter[int] = Counter()
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    # derandomize: the same examples on every run, so the share of valid requests (>= 5 answered 200) is fixed
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(body=near_valid)
     def fuzz(body: dict) -> None:
         response = httpx.post(f"{server.url}/rollout", json=body, timeout=60)
