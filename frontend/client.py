@@ -49,6 +49,15 @@ class ModelInfo:
     action_names: list[str] | None
     raw: dict[str, Any] = field(repr=False)
 
+    @property
+    def unfinished(self) -> str:
+        """'trained 4,000 of 20,000 steps' while training has not reached its planned steps, else ''."""
+        training = self.raw.get("training") or {}
+        done, planned = training.get("steps"), training.get("planned_steps")
+        if not isinstance(done, int) or not isinstance(planned, int) or done >= planned:
+            return ""
+        return f"trained {done:,} of {planned:,} steps"
+
     @classmethod
     def parse(cls, body: dict[str, Any]) -> ModelInfo:
         return cls(

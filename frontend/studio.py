@@ -282,7 +282,8 @@ class Studio:
         max_horizon = max(1, min(self._horizon_limit(), total - 1))
         horizon = min(DEFAULT_HORIZON, max_horizon)
         body = {"episode": episode, "start": 0, "length": 1}
-        scene, _ = self._new_scene(model, body, horizon, f"episode {episode} of {model.name}", max_horizon)
+        label = f"episode {episode} of {model.name}" + (f" ({model.unfinished})" if model.unfinished else "")
+        scene, _ = self._new_scene(model, body, horizon, label, max_horizon)
         return self._open(session, scene, upload_note="")
 
     def upload(self, session: Session, paths: list[str] | None, name: str) -> dict[str, Any]:

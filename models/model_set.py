@@ -37,13 +37,18 @@ class ModelEntry:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def training(self) -> dict[str, Any] | None:
-        """A short summary of training.json: steps, seconds, last validation metrics."""
+        """A short summary of training.json: steps done and planned, seconds, last validation metrics."""
         path = self.folder / TRAINING_FILE
         if not path.is_file():
             return None
         training = json.loads(path.read_text())
         history = training.get("history") or [{}]
-        return {"steps": training.get("step"), "seconds": training.get("seconds"), "last_validation": history[-1]}
+        return {
+            "steps": training.get("step"),
+            "planned_steps": training.get("steps"),
+            "seconds": training.get("seconds"),
+            "last_validation": history[-1],
+        }
 
 
 def discover(checkpoints: Path) -> list[ModelEntry]:

@@ -81,7 +81,7 @@ def test_health_models_episodes_stats(client: httpx.Client, facts: dict) -> None
     assert flam["kind"] == "flam" and flam["n_slots"] == 3 and flam["action_dim"] == 2 and flam["action_size"] == 6
     assert models["tiny/monolithic"]["n_slots"] == 1 and models["tiny/monolithic"]["action_dim"] == 6
     assert set(flam["identity"]) == {"name", "kind", "weights_sha256", "tokenizer_sha256"}
-    assert flam["training"]["steps"] == 4 and flam["episodes"] >= 1
+    assert flam["training"]["steps"] == flam["training"]["planned_steps"] == 4 and flam["episodes"] >= 1
 
     episodes = client.get("/episodes", params={"model": "tiny/monolithic"}).json()
     assert episodes["model"] == "tiny/monolithic" and episodes["action_names"]

@@ -101,7 +101,8 @@ class StubApi:
     def model(self) -> dict[str, Any]:
         return {
             "name": "stub/flam", "kind": "flam", "default": True, "n_slots": K, "action_dim": A,
-            "action_size": K * A, "image_size": SIZE, "grid": GRID, "arch": {}, "training": None,
+            "action_size": K * A, "image_size": SIZE, "grid": GRID, "arch": {},
+            "training": {"steps": 4000, "planned_steps": 20000, "seconds": 1.0, "last_validation": {}},
             "evaluation": None, "identity": IDENTITY, "episodes": 1, "action_names": NAMES,
         }  # fmt: skip
 
