@@ -413,15 +413,19 @@ class Studio:
         return session.scene
 
     def _open(self, session: Session, scene: Scene, upload_note: str) -> dict[str, Any]:
-        """Show a new scene with its largest slot selected (usually an entity's) and no edit."""
+        """Show a new scene with an entity's slot selected and no edit.
+
+        With ground truth: the slot that holds one entity most consistently; without: the second-largest slot
+        by area (the largest is usually the background)."""
         session.scene = scene
         session.baselines.clear()
         session.mode = "delta"
         session.recipe = None
-        areas = imaging.owners(scene.masks)
-        counts = np.bincount(areas.ravel(), minlength=scene.model.n_slots)
-        background = int(counts.argmax())
-        session.slot = int(np.argsort(counts)[-2]) if scene.model.n_slots > 1 and counts.size > 1 else background
+        if scene.ownership is not None and scene.ownership.max() > 0:
+            session.slot = int(np.unravel_index(scene.ownership.argmax(), scene.ownership.shape)[0])
+        else:
+            counts = np.bincount(imaging.owners(scene.masks).ravel(), minlength=scene.model.n_slots)
+            session.slot = int(np.argsort(counts)[-2]) if scene.model.n_slots > 1 else int(counts.argmax())
         values = self._slider_values(scene, session, np.zeros(scene.model.action_dim))
         controls = Controls(values)
         out = self._selection(session)

@@ -267,6 +267,8 @@ def test_load_opens_the_default_model_with_its_first_episode(studio: Studio) -> 
     assert out["named_2"]["value"] == "forward  [W]"
     assert "agent 1" in out["correspondence"] and "100%" in out["correspondence"]
     assert "episode 0 of stub/flam (trained 4,000 of 20,000 steps)" in out["slot_badge"]  # an unfinished model says so
+    ownership = session.scene.ownership  # [K, N]: the first selection is the slot that holds an entity most
+    assert ownership[session.slot].max() == ownership.max() > 0
 
 
 def test_clicking_an_entity_selects_its_slot(studio: Studio) -> None:
