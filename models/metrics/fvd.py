@@ -5,7 +5,6 @@ centres), scaled to [-1, 1], embedded as the 400 I3D logits, and the Fréchet di
 the real and generated embeddings. FVD from a few dozen videos is biased upwards; compare runs of equal size only.
 """
 
-
 import numpy as np
 import torch
 from torch import Tensor
