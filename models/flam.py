@@ -1,7 +1,9 @@
 """FLAM: factored state (K slots) and factored latent action (K vectors of size d/K in one shared space).
 
 IDM_i sees all current slots and only slot i's next value; FDM_i sees all current slots and only slot i's
-action; the aggregator lets the current feature tokens query the predicted slots to build the next grid.
+action; the aggregator builds the next grid from the current one and the predicted slots: by default (the
+paper's) the current feature tokens query the slots by cross-attention; `aggregator="mixture"` instead has every
+slot propose a change and a claim for every cell, and a softmax over slots per cell picks whose change lands.
 The `coupling="global"` switch is the paper's Global-Coupled ablation (IDM sees all next slots, FDM all actions).
 """
 
@@ -16,7 +18,7 @@ from torch import nn
 
 from flam.models.factorizer import Factorizer, FactorizerConfig
 from flam.models.lam import Inference, LAMState
-from flam.models.layers import Block, GaussianHead, gaussian_kl, reparameterize
+from flam.models.layers import MLP, Block, GaussianHead, gaussian_kl, reparameterize
 from flam.models.outputs import Loss
 
 
@@ -29,6 +31,13 @@ class FLAMConfig:
     aggregator_layers: int = 2
     coupling: Literal["factored", "global"] = "factored"
     beta: float = 2e-4  # KL weight
+    aggregator: Literal["attention", "mixture"] = "attention"
+
+    def __post_init__(self) -> None:
+        if self.coupling not in ("factored", "global"):
+            raise ValueError(f"coupling must be 'factored' or 'global', not {self.coupling!r}")
+        if self.aggregator not in ("attention", "mixture"):
+            raise ValueError(f"aggregator must be 'attention' or 'mixture', not {self.aggregator!r}")
 
 
 def _slot_sequences(slots: torch.Tensor, marker: torch.Tensor) -> torch.Tensor:
@@ -118,6 +127,46 @@ class Aggregator(nn.Module):
         return z + delta
 
 
+class MixtureAggregator(nn.Module):
+    """Next feature grid as a per-cell mixture over slots.
+
+    Each predicted slot, broadcast over the grid and combined with the current token, proposes a change for every
+    cell and a claim on it (a logit); a softmax over slots per cell weights the changes. A cell's change thus comes
+    from the slots that claim it, so one slot's action can only move the cells that slot claims: the locality the
+    product promises is built into the decoder instead of hoped for, and a slot that holds two entities must claim
+    two separate places from one vector, which the per-cell decoder finds harder than one (the Slot Attention
+    decoders' bias towards one object per slot).
+    """
+
+    def __init__(self, config: FLAMConfig) -> None:
+        super().__init__()
+        f = config.factorizer
+        d = f.width
+        self.embed = nn.Linear(f.feature_dim, d)
+        self.position = nn.Parameter(torch.randn(f.grid * f.grid, d) * 0.02)
+        self.norm_slots = nn.LayerNorm(d)
+        self.slot_proj = nn.Linear(d, d)
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(config.aggregator_layers))
+        self.mlps = nn.ModuleList(MLP(d, hidden_mult=2) for _ in range(config.aggregator_layers))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, f.feature_dim + 1)  # per slot and cell: the change [E] and the claim logit
+
+    def claims(self, z: torch.Tensor, next_slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z [M, E, h, w], next_slots [M, K, D] -> changes [M, K, N, E] and weights [M, K, N] (sum 1 over K)."""
+        tokens = self.embed(z.flatten(2).transpose(1, 2)) + self.position  # [M, N, D]
+        x = tokens[:, None] + self.slot_proj(self.norm_slots(next_slots))[:, :, None]  # [M, K, N, D]
+        for norm, mlp in zip(self.norms, self.mlps, strict=True):
+            x = x + mlp(norm(x))
+        out = self.head(self.norm(x))  # [M, K, N, E + 1]
+        return out[..., :-1], out[..., -1].softmax(dim=1)
+
+    def forward(self, z: torch.Tensor, next_slots: torch.Tensor) -> torch.Tensor:
+        """z [M, E, h, w], next_slots [M, K, D] -> next z [M, E, h, w] (residual: static content flows through)."""
+        changes, weights = self.claims(z, next_slots)
+        delta = (weights[..., None] * changes).sum(dim=1)  # [M, N, E]
+        return z + delta.transpose(1, 2).reshape(z.shape)
+
+
 class FLAM(nn.Module):
     """The factored latent action model (stage 2), trained on frozen tokenizer features."""
 
@@ -129,7 +178,7 @@ class FLAM(nn.Module):
         self.factorizer = Factorizer(config.factorizer)
         self.idm = InverseDynamics(config)
         self.fdm = ForwardDynamics(config)
-        self.aggregator = Aggregator(config)
+        self.aggregator = MixtureAggregator(config) if config.aggregator == "mixture" else Aggregator(config)
 
     def _masks(self, masks: torch.Tensor) -> torch.Tensor:
         """[..., K, N] -> [..., K, h, w]."""

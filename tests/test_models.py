@@ -113,10 +113,42 @@ def test_global_coupling_ablation_couples_slots() -> None:
         assert not torch.allclose(model.fdm(slots, changed)[:, 1], model.fdm(slots, actions)[:, 1])
 
 
-@pytest.mark.parametrize("arch", ["flam", "monolithic"])
+@pytest.mark.parametrize("aggregator", ["attention", "mixture"])
+def test_aggregator_decodes_each_cell_from_that_cell_and_the_slots(aggregator: str) -> None:
+    """No token mixing: a change to one cell of the current grid changes the prediction at that cell only."""
+    model = FLAM(flam_config(aggregator=aggregator)).eval()
+    z, next_slots = codes()[:, 0], torch.randn(2, K, 16)
+    changed = z.clone()
+    changed[:, :, 1, 2] += 1.0
+    with torch.no_grad():
+        moved = (model.aggregator(changed, next_slots) - model.aggregator(z, next_slots)).abs().amax(dim=(0, 1))
+    assert moved[1, 2] > 1e-3
+    moved[1, 2] = 0.0
+    assert moved.max() < 1e-5
+
+
+def test_mixture_aggregator_mixes_slot_changes_by_claims() -> None:
+    model = FLAM(flam_config(aggregator="mixture")).eval()
+    z, next_slots = codes()[:, 0], torch.randn(2, K, 16)
+    with torch.no_grad():
+        changes, weights = model.aggregator.claims(z, next_slots)  # [M, K, N, E], [M, K, N]
+        out = model.aggregator(z, next_slots)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(2, G * G))
+    expected = z + (weights[..., None] * changes).sum(dim=1).transpose(1, 2).reshape(z.shape)
+    torch.testing.assert_close(out, expected)
+
+
+def test_flam_config_rejects_unknown_choices() -> None:
+    with pytest.raises(ValueError, match="aggregator must be"):
+        flam_config(aggregator="sum")
+    with pytest.raises(ValueError, match="coupling must be"):
+        flam_config(coupling="loose")
+
+
+@pytest.mark.parametrize("arch", ["flam", "flam-mixture", "monolithic"])
 def test_loss_and_inference_shapes(arch: str) -> None:
-    if arch == "flam":
-        model = FLAM(flam_config())
+    if arch.startswith("flam"):
+        model = FLAM(flam_config(aggregator="mixture" if arch == "flam-mixture" else "attention"))
         k, a = K, A
     else:
         model = Monolithic(MonolithicConfig(feature_dim=E, grid=G, width=16, heads=2, action_dim=12))
