@@ -1,4 +1,5 @@
-"""`flam eval` and `flam compare`: score checkpoints on held-out episodes, as JSON, a table and a report."""
+"""`flam eval` and `flam compare`: score checkpoints on held-out episodes, as JSON, a table and a report.
+`flam curves` sets training runs' validation histories side by side (loss and slot binding against steps)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_eval_options(many)
     _card_option(many)
     many.set_defaults(run=run_compare)
+
+    curves = subparsers.add_parser(
+        "curves", help="plot training runs' validation loss and slot binding against steps, side by side"
+    )
+    curves.add_argument("--checkpoints", type=Path, nargs="+", required=True, metavar="CKPT_DIR")
+    curves.add_argument("--labels", nargs="+", help="one name per checkpoint (default: parent/folder)")
+    curves.add_argument("--report", type=Path, required=True, metavar="DIR", help="write README.md and plots here")
+    curves.set_defaults(run=run_curves)
 
 
 def _card_option(parser: argparse.ArgumentParser) -> None:
@@ -180,4 +189,18 @@ def run_compare(args: argparse.Namespace) -> int:
             f"\nPSNR {labels[0]} − {label}: {pair['psnr_difference']:+.2f}{interval} dB "
             f"(95% interval, paired over {pair['episodes']} episodes)"
         )
+    return 0
+
+
+def run_curves(args: argparse.Namespace) -> int:
+    from flam.models.evaluation.curves import write_curves_report
+
+    labels = args.labels or [f"{folder.resolve().parent.name}/{folder.name}" for folder in args.checkpoints]
+    if len(labels) != len(args.checkpoints) or len(set(labels)) != len(labels):
+        raise CliError(f"--labels needs {len(args.checkpoints)} distinct names, one per checkpoint")
+    try:
+        readme = write_curves_report(args.report, args.checkpoints, labels)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    print(f"wrote {readme}")
     return 0

@@ -245,7 +245,7 @@ def line_plot(
         xs = list(x) if x is not None else list(range(1, len(values) + 1))
         ys = [math.nan if v is None else v for v in values]
         ax.plot(xs, ys, marker="o", label=label)
-    if x is not None:
+    if x is not None and len(x) <= 12:  # a tick per point only while they stay readable
         ax.set_xticks(list(x))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -146,3 +146,23 @@ def test_user_errors_are_one_line_messages(
     assert "--horizon: expected at least 1" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", flam, "--data", str(data), "--horizon", "30", "--quiet"]) == 2
     assert "needs 31" in capsys.readouterr().err
+
+
+def test_curves_sets_training_histories_side_by_side(
+    model_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    report = tmp_path / "curves"
+    folders = [str(model_set / "flam"), str(model_set / "monolithic")]
+    assert main(["curves", "--checkpoints", *folders, "--labels", "factored", "baseline", "--report", str(report)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    text = (report / "README.md").read_text()
+    flam_steps = [e["step"] for e in json.loads((model_set / "flam" / "training.json").read_text())["history"]]
+    assert all(f"| {step} |" in text for step in flam_steps)
+    assert "factored: purity" in text and "baseline: purity" in text  # the baseline's column shows "–"
+    images = _linked_images(report / "README.md")
+    assert "purity.png" in images and all((report / i).is_file() for i in images)
+
+    assert main(["curves", "--checkpoints", *folders, "--labels", "same", "same", "--report", str(report)]) == 2
+    assert "distinct names" in capsys.readouterr().err
+    assert main(["curves", "--checkpoints", str(tmp_path), "--report", str(report)]) == 2
+    assert "has no training.json" in capsys.readouterr().err
