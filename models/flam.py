@@ -104,46 +104,55 @@ class ForwardDynamics(nn.Module):
         return slots + self.head(self.norm(_diagonal(x)))
 
 
-class Aggregator(nn.Module):
-    """Next feature grid from the current one: each current token queries the predicted slots."""
+class _GridAggregator(nn.Module):
+    """What both aggregators share: the current feature grid as positioned tokens."""
 
     def __init__(self, config: FLAMConfig) -> None:
         super().__init__()
         f = config.factorizer
+        self.embed = nn.Linear(f.feature_dim, f.width)
+        self.position = nn.Parameter(torch.randn(f.grid * f.grid, f.width) * 0.02)
+
+    def tokens(self, z: torch.Tensor) -> torch.Tensor:
+        """z [M, E, h, w] -> [M, N, D]."""
+        return self.embed(z.flatten(2).transpose(1, 2)) + self.position
+
+
+class Aggregator(_GridAggregator):
+    """Next feature grid from the current one: each current token queries the predicted slots."""
+
+    def __init__(self, config: FLAMConfig) -> None:
+        super().__init__(config)
+        f = config.factorizer
         d = f.width
-        self.embed = nn.Linear(f.feature_dim, d)
-        self.position = nn.Parameter(torch.randn(f.grid * f.grid, d) * 0.02)
         self.blocks = nn.ModuleList(Block(d, f.heads, cross=True) for _ in range(config.aggregator_layers))
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, f.feature_dim)
 
     def forward(self, z: torch.Tensor, next_slots: torch.Tensor) -> torch.Tensor:
         """z [M, E, h, w], next_slots [M, K, D] -> next z [M, E, h, w] (residual: static content flows through)."""
-        m, e, h, w = z.shape
-        x = self.embed(z.flatten(2).transpose(1, 2)) + self.position  # [M, N, D] queries
+        x = self.tokens(z)  # [M, N, D] queries
         for block in self.blocks:
             x = block(x, context=next_slots)  # cross-attention: softmax over SLOTS for every token
-        delta = self.head(self.norm(x)).transpose(1, 2).reshape(m, e, h, w)  # [M, E, h, w]
+        delta = self.head(self.norm(x)).transpose(1, 2).reshape(z.shape)  # [M, E, h, w]
         return z + delta
 
 
-class MixtureAggregator(nn.Module):
+class MixtureAggregator(_GridAggregator):
     """Next feature grid as a per-cell mixture over slots.
 
     Each predicted slot, broadcast over the grid and combined with the current token, proposes a change for every
     cell and a claim on it (a logit); a softmax over slots per cell weights the changes. A cell's change thus comes
-    from the slots that claim it, so one slot's action can only move the cells that slot claims: the locality the
-    product promises is built into the decoder instead of hoped for, and a slot that holds two entities must claim
-    two separate places from one vector, which the per-cell decoder finds harder than one (the Slot Attention
-    decoders' bias towards one object per slot).
+    from the slots that claim it, so editing one slot's action moves only the cells that slot claims before or
+    after the edit: the locality the product promises is built into the decoder instead of hoped for. A slot that
+    holds two entities must claim two separate places from one vector, which a per-cell decoder finds harder than
+    one (the bias towards one object per slot of Slot Attention's decoders).
     """
 
     def __init__(self, config: FLAMConfig) -> None:
-        super().__init__()
+        super().__init__(config)
         f = config.factorizer
         d = f.width
-        self.embed = nn.Linear(f.feature_dim, d)
-        self.position = nn.Parameter(torch.randn(f.grid * f.grid, d) * 0.02)
         self.norm_slots = nn.LayerNorm(d)
         self.slot_proj = nn.Linear(d, d)
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(config.aggregator_layers))
@@ -153,8 +162,7 @@ class MixtureAggregator(nn.Module):
 
     def claims(self, z: torch.Tensor, next_slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z [M, E, h, w], next_slots [M, K, D] -> changes [M, K, N, E] and weights [M, K, N] (sum 1 over K)."""
-        tokens = self.embed(z.flatten(2).transpose(1, 2)) + self.position  # [M, N, D]
-        x = tokens[:, None] + self.slot_proj(self.norm_slots(next_slots))[:, :, None]  # [M, K, N, D]
+        x = self.tokens(z)[:, None] + self.slot_proj(self.norm_slots(next_slots))[:, :, None]  # [M, K, N, D]
         for norm, mlp in zip(self.norms, self.mlps, strict=True):
             x = x + mlp(norm(x))
         out = self.head(self.norm(x))  # [M, K, N, E + 1]
