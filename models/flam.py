@@ -32,12 +32,20 @@ class FLAMConfig:
     coupling: Literal["factored", "global"] = "factored"
     beta: float = 2e-4  # KL weight
     aggregator: Literal["attention", "mixture"] = "attention"
+    # Per-slot rate cap (nats): a slot's mean KL above it costs capacity_weight per nat on top of beta. One agent's
+    # move costs about 2 nats, so a cap between one and two agents' worth makes a slot that acts for two agents
+    # expensive: the pressure towards one entity's action per slot that the linear KL term alone does not give
+    # (its total is the same however the agents are spread over slots). 0 = off (the paper's loss).
+    slot_capacity: float = 0.0
+    capacity_weight: float = 0.01
 
     def __post_init__(self) -> None:
         if self.coupling not in ("factored", "global"):
             raise ValueError(f"coupling must be 'factored' or 'global', not {self.coupling!r}")
         if self.aggregator not in ("attention", "mixture"):
             raise ValueError(f"aggregator must be 'attention' or 'mixture', not {self.aggregator!r}")
+        if self.slot_capacity < 0 or self.capacity_weight < 0:
+            raise ValueError("slot_capacity and capacity_weight must be >= 0")
 
 
 def _slot_sequences(slots: torch.Tensor, marker: torch.Tensor) -> torch.Tensor:
@@ -194,7 +202,7 @@ class FLAM(nn.Module):
         return masks.unflatten(-1, (g, g))
 
     def forward(self, z: torch.Tensor) -> Loss:
-        """One-step prediction loss over a clip z [B, T, E, h, w]: ||z_{t+1} - ẑ_{t+1}||² + β Σ_i KL."""
+        """One-step prediction loss over a clip z [B, T, E, h, w]: ||z_{t+1} - ẑ_{t+1}||² + β Σ_i KL (+ the cap)."""
         slots, _, _ = self.factorizer(z)  # [B, T, K, D]
         current = slots[:, :-1].flatten(0, 1)  # [B*(T-1), K, D]
         upcoming = slots[:, 1:].flatten(0, 1)  # [B*(T-1), K, D]
@@ -203,8 +211,11 @@ class FLAM(nn.Module):
         z_next = self.aggregator(z[:, :-1].flatten(0, 1), self.fdm(current, actions))  # [B*(T-1), E, h, w]
         target = z[:, 1:].flatten(0, 1).float()
         mse = F.mse_loss(z_next.float(), target)
-        kl = gaussian_kl(mean.float(), logvar.float()).sum(-1).mean()  # sum over slots, mean over transitions
+        rates = gaussian_kl(mean.float(), logvar.float()).mean(0)  # [K]: each slot's mean KL over transitions
+        kl = rates.sum()  # sum over slots
         loss = mse + self.config.beta * kl
+        if self.config.slot_capacity > 0:
+            loss = loss + self.config.capacity_weight * (rates - self.config.slot_capacity).clamp_min(0).sum()
         return Loss(loss, {"mse": mse.item(), "kl": kl.item()}, z_next.detach().unflatten(0, (z.shape[0], -1)))
 
     def infer(self, z: torch.Tensor) -> Inference:

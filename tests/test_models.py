@@ -138,11 +138,29 @@ def test_mixture_aggregator_mixes_slot_changes_by_claims() -> None:
     torch.testing.assert_close(out, expected)
 
 
+def test_slot_capacity_charges_only_the_rate_above_the_cap() -> None:
+    z = codes()
+    losses = {}
+    for capacity in (0.0, 1e-3, 1e6):
+        torch.manual_seed(0)
+        model = FLAM(flam_config(slot_capacity=capacity, capacity_weight=0.5)).eval()  # eval: the posterior mean
+        with torch.no_grad():
+            losses[capacity] = model(z)
+    base = losses[0.0]
+    torch.testing.assert_close(losses[1e6].loss, base.loss)  # no slot reaches a huge cap
+    kl = base.logs["kl"]
+    assert kl > K * 1e-3  # every slot's rate is above the tiny cap ...
+    expected = base.loss + 0.5 * (kl - K * 1e-3)  # ... so the whole excess is charged
+    torch.testing.assert_close(losses[1e-3].loss, torch.as_tensor(expected, dtype=base.loss.dtype))
+
+
 def test_flam_config_rejects_unknown_choices() -> None:
     with pytest.raises(ValueError, match="aggregator must be"):
         flam_config(aggregator="sum")
     with pytest.raises(ValueError, match="coupling must be"):
         flam_config(coupling="loose")
+    with pytest.raises(ValueError, match="must be >= 0"):
+        flam_config(slot_capacity=-1.0)
 
 
 @pytest.mark.parametrize("arch", ["flam", "flam-mixture", "monolithic"])
