@@ -288,6 +288,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _rates(rates: Sequence[float] | None) -> str:
+    """Each slot's mean KL from the prior, e.g. "0.0 / 2.0 / 2.2": which slots carry action information."""
+    return "–" if not rates else " / ".join(f"{r:.1f}" for r in rates)
+
+
 def summary_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     """(metric label, one formatted value per run) for the headline table."""
 
@@ -309,6 +314,7 @@ def summary_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[st
         ("DCI informativeness ↑", [dci(s, "informativeness") for s in summaries]),
         ("edit locality ↑", [_fmt(s.get("edit_locality")) for s in summaries]),
         ("edit effect ↑", [_fmt(s.get("edit_effect")) for s in summaries]),
+        ("action rate per slot (nats)", [_rates(s.get("slot_rates")) for s in summaries]),
     ]
     return rows
 

@@ -23,6 +23,7 @@ import torch
 
 from flam.models.actions import prior_actions
 from flam.models.lam import LAMState
+from flam.models.layers import gaussian_kl
 from flam.models.metrics.dci import DCIResult, ProbeConfig, dci, dci_random_reference
 from flam.models.metrics.fvd import frechet_video_distance
 from flam.models.metrics.i3d import MIN_FRAMES
@@ -123,6 +124,7 @@ class _Collected:
     last_context: list[torch.Tensor] = field(default_factory=list)  # uint8 [B, Hpx, Wpx, 3]
     slots: list[torch.Tensor] = field(default_factory=list)  # [B, T, K, D]
     masks: list[torch.Tensor] = field(default_factory=list)  # [B, T, K, h, w]
+    rates: list[torch.Tensor] = field(default_factory=list)  # [B, T-1, K] KL(posterior || prior) of each action
     example_truth: list[torch.Tensor] = field(default_factory=list)  # uint8 [b, C+H, ...]
     edits_base: list[np.ndarray] = field(default_factory=list)  # uint8 [B', H, ...]
     edits: list[np.ndarray] = field(default_factory=list)  # uint8 [B', K, H, ...]
@@ -185,6 +187,8 @@ def evaluate(
         **{f"{name}_per_step": values.mean(dim=0).tolist() for name, values in frame_scores.items()},
         "tokenizer_psnr": float(torch.cat(collected.tokenizer_psnr).mean()),
         "copy_psnr": _copy_psnr(truth, torch.cat(collected.last_context)),
+        # Which slots carry action information: a slot whose rate is ~0 moves nothing whatever its mask covers.
+        "slot_rates": torch.cat(collected.rates).flatten(0, 1).mean(dim=0).tolist(),  # nats per transition
     }
     summary.update(_fvd(truth, predicted, config, model.device, log))
     binding = None
@@ -244,6 +248,8 @@ def _collect(
         out.predicted.append(result.frames)
         out.slots.append(inference.slots.float().cpu())
         out.masks.append(inference.masks.float().cpu())
+        std = inference.action_std.float().cpu()
+        out.rates.append(gaussian_kl(inference.actions.float().cpu(), (2 * std.clamp_min(1e-6).log())))
         keep = max(0, config.examples - first)
         if keep:
             out.example_truth.append(frames[:keep, : c + h])
