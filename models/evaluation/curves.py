@@ -48,7 +48,7 @@ def curve_table(labels: Sequence[str], histories: Sequence[list[dict[str, Any]]]
 
 
 def _cell(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}" if abs(value) >= 0.01 else f"{value:.4f}"
+    return "–" if value is None else f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.4f}"
 
 
 def write_curves_report(out: Path, folders: Sequence[Path], labels: Sequence[str]) -> Path:
