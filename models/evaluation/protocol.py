@@ -249,7 +249,7 @@ def _collect(
         out.slots.append(inference.slots.float().cpu())
         out.masks.append(inference.masks.float().cpu())
         std = inference.action_std.float().cpu()
-        out.rates.append(gaussian_kl(inference.actions.float().cpu(), (2 * std.clamp_min(1e-6).log())))
+        out.rates.append(gaussian_kl(inference.actions.float().cpu(), 2 * std.clamp_min(1e-6).log()))
         keep = max(0, config.examples - first)
         if keep:
             out.example_truth.append(frames[:keep, : c + h])
