@@ -35,7 +35,8 @@ class FLAMConfig:
     # Per-slot rate cap (nats): a slot's mean KL above it costs capacity_weight per nat on top of beta. One agent's
     # move costs about 2 nats, so a cap between one and two agents' worth makes a slot that acts for two agents
     # expensive: the pressure towards one entity's action per slot that the linear KL term alone does not give
-    # (its total is the same however the agents are spread over slots). 0 = off (the paper's loss).
+    # (its total is the same however the agents are spread over slots). 0 = off (the paper's loss). Measured
+    # (reports/binding): a 1.5-nat cap from step 0 keeps every slot's rate near 0, so actions are never learned.
     slot_capacity: float = 0.0
     capacity_weight: float = 0.01
 
