@@ -1,7 +1,9 @@
 """Training loops for the tokenizer (stage 1) and the latent action models (stage 2), one process or DDP.
 
 One checkpoint folder per run, rewritten atomically every `checkpoint_every` steps with everything `--resume`
-needs (weights, optimizer, step, RNG states), so a run killed with -9 loses only the steps since then.
+needs (weights, optimizer, step, RNG states), so a run killed with -9 loses only the steps since then. SIGTERM
+(what `timeout` sends) and Ctrl-C instead stop a single-process run after the step in flight and checkpoint it,
+so nothing is lost; a second signal stops at once.
 Under torchrun (WORLD_SIZE > 1) every rank draws its own clips from a rank-specific RNG, gradients are averaged
 by DistributedDataParallel, and rank 0 alone validates and writes checkpoints.
 """
@@ -12,7 +14,9 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -188,6 +192,22 @@ class Trainer:
             unit="step",
             desc=self.kind,
         )
+        with StopOnSignal(enabled=self.world.world_size == 1) as stop:
+            self._loop(net, autocast, bar, stop, session_started)
+        bar.close()
+        if self.world.is_main:
+            if stop.requested:
+                self.log(
+                    f"[{self.kind}] stopped by {stop.requested} at step {self.step} of {train.steps}; "
+                    f"checkpoint written, continue with --resume -> {self.out}"
+                )
+            elif self.step == train.steps:
+                rate = self.step / max(self.seconds, 1e-9)
+                self.log(f"[{self.kind}] done: {self.step} steps, {self.seconds:.0f} s, {rate:.2f} steps/s -> {self.out}")
+        return self.model
+
+    def _loop(self, net: nn.Module, autocast: bool, bar: tqdm, stop: StopOnSignal, session_started: float) -> None:
+        train = self.train
         while self.step < train.steps:
             started = time.perf_counter()
             net.train()
@@ -213,14 +233,40 @@ class Trainer:
                 metrics = {"step": self.step, "seconds": round(self.seconds, 1), **metrics}
                 self.history.append(metrics)
                 self.log(f"[{self.kind}] validation " + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
-            if self.step % train.checkpoint_every == 0 or self.step == train.steps:
+            stopping = stop.requested is not None  # read once: a signal during the checkpoint waits a step
+            if self.step % train.checkpoint_every == 0 or self.step == train.steps or stopping:
                 self.sessions[-1] |= {"to_step": self.step, "seconds": round(self.seconds - session_started, 1)}
                 self._checkpoint()
-        bar.close()
-        if self.step == train.steps and self.world.is_main:
-            rate = self.step / max(self.seconds, 1e-9)
-            self.log(f"[{self.kind}] done: {self.step} steps, {self.seconds:.0f} s, {rate:.2f} steps/s -> {self.out}")
-        return self.model
+            if stopping:
+                return
+
+
+class StopOnSignal:
+    """While active, SIGTERM and SIGINT set `requested` (the signal's name) so the loop can stop at a step boundary.
+
+    Only a single process on the main thread installs handlers: DDP ranks would stop at different steps and hang
+    in the next collective, and Python allows handlers on the main thread alone. A second signal raises
+    KeyboardInterrupt, for a user who does not want to wait for the checkpoint.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if self.enabled:
+            self._previous = {sig: signal.signal(sig, self._request) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def describe_device(device: torch.device, world: Distributed) -> str:

@@ -1,5 +1,5 @@
 """Training: the loss falls, resume continues exactly, kill -9 loses only the steps since the last checkpoint,
-DDP on two CPU ranks, and the CLI's errors."""
+SIGTERM loses none, DDP on two CPU ranks, and the CLI's errors."""
 
 from __future__ import annotations
 
@@ -118,6 +118,28 @@ def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(
     assert result.returncode == 0, result.stderr
     assert f"at step {saved}" in result.stderr
     assert read_training(out)[0]["step"] == saved + 10
+
+
+def test_sigterm_checkpoints_the_step_in_flight_and_exits_cleanly(
+    tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """`timeout` sends SIGTERM: the run writes a checkpoint at the step it reached, so none is lost."""
+    out = tmp_path / "stopped"
+    command = [*FLAM_BIN, *tiny_flam_args(tokenizer_dir, tiny_dataset, out), "--steps", "100000"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "training.json").exists():
+        assert time.monotonic() < deadline and process.poll() is None, "no first checkpoint within two minutes"
+        time.sleep(0.2)
+    time.sleep(0.5)  # a few steps past the checkpoint
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    training = read_training(out)[0]
+    stopped = training["step"]
+    assert f"stopped by SIGTERM at step {stopped} of 100000" in stderr
+    assert training["sessions"][-1]["to_step"] == stopped
+    load_model(out, ("flam",))
 
 
 def test_ddp_on_two_cpu_ranks(tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path) -> None:
