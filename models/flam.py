@@ -10,7 +10,7 @@ The `coupling="global"` switch is the paper's Global-Coupled ablation (IDM sees 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,9 @@ from flam.models.lam import Inference, LAMState
 from flam.models.layers import MLP, Block, GaussianHead, gaussian_kl, reparameterize
 from flam.models.outputs import Loss
 
+Coupling = Literal["factored", "global"]
+AggregatorKind = Literal["attention", "mixture"]
+
 
 @dataclass(frozen=True)
 class FLAMConfig:
@@ -29,9 +32,9 @@ class FLAMConfig:
     idm_layers: int = 2
     fdm_layers: int = 2
     aggregator_layers: int = 2
-    coupling: Literal["factored", "global"] = "factored"
+    coupling: Coupling = "factored"
     beta: float = 2e-4  # KL weight
-    aggregator: Literal["attention", "mixture"] = "attention"
+    aggregator: AggregatorKind = "attention"
     # Per-slot rate cap (nats): a slot's mean KL above it costs capacity_weight per nat on top of beta. One agent's
     # move costs about 2 nats, so a cap between one and two agents' worth makes a slot that acts for two agents
     # expensive: the pressure towards one entity's action per slot that the linear KL term alone does not give
@@ -41,10 +44,9 @@ class FLAMConfig:
     capacity_weight: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.coupling not in ("factored", "global"):
-            raise ValueError(f"coupling must be 'factored' or 'global', not {self.coupling!r}")
-        if self.aggregator not in ("attention", "mixture"):
-            raise ValueError(f"aggregator must be 'attention' or 'mixture', not {self.aggregator!r}")
+        for name, kind in (("coupling", Coupling), ("aggregator", AggregatorKind)):
+            if getattr(self, name) not in get_args(kind):
+                raise ValueError(f"{name} must be one of {', '.join(get_args(kind))}, not {getattr(self, name)!r}")
         if self.slot_capacity < 0 or self.capacity_weight < 0:
             raise ValueError("slot_capacity and capacity_weight must be >= 0")
 

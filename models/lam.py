@@ -8,7 +8,12 @@ from typing import Protocol
 import torch
 
 from flam.models.factorizer import FactorizerCache
+from flam.models.layers import gaussian_kl
 from flam.models.outputs import Loss
+
+# A slot whose mean action rate (KL from the prior, nats per transition) is below this carries no action: editing
+# it moves nothing, whatever its mask covers. Trained slots sit either near 0 or above ~0.8 (reports/binding).
+ACTIVE_RATE = 0.5
 
 
 @dataclass
@@ -19,6 +24,11 @@ class Inference:
     masks: torch.Tensor  # [B, T, K, h, w] sums to 1 over K
     actions: torch.Tensor  # [B, T-1, K, A] posterior means
     action_std: torch.Tensor  # [B, T-1, K, A] posterior standard deviations
+
+    def rates(self) -> torch.Tensor:
+        """[B, T-1, K] each action's KL(posterior || prior) in nats: how much information a slot's action carries."""
+        std = self.action_std.float()
+        return gaussian_kl(self.actions.float(), 2 * std.clamp_min(1e-6).log())
 
 
 @dataclass

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from flam.models.lam import ACTIVE_RATE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -109,6 +112,24 @@ def write_text(path: Path, text: str) -> Path:
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+FIGURE_MANIFEST = ".figures"  # in a report folder: the figures its README shows, one name per line
+
+
+def write_report_page(out: Path, text: str) -> Path:
+    """Write out/README.md and remove the figures an earlier report in `out` showed and this one does not.
+
+    Only names from the folder's manifest are removed, so files a person keeps beside a report stay.
+    """
+    shown = sorted(set(re.findall(r"\]\(([^()/]+\.png)\)", text)))
+    manifest = Path(out) / FIGURE_MANIFEST
+    if manifest.is_file():
+        for name in set(manifest.read_text().split()) - set(shown):
+            (manifest.parent / name).unlink(missing_ok=True)
+    page = write_text(Path(out) / "README.md", text)
+    write_text(manifest, "".join(f"{name}\n" for name in shown))
+    return page
 
 
 Cells = Sequence[np.ndarray | None]  # a row of frames [H, W, 3]; None leaves a cell blank
@@ -315,6 +336,7 @@ def summary_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[st
         ("edit locality ↑", [_fmt(s.get("edit_locality")) for s in summaries]),
         ("edit effect ↑", [_fmt(s.get("edit_effect")) for s in summaries]),
         ("action rate per slot (nats)", [_rates(s.get("slot_rates")) for s in summaries]),
+        (f"slots carrying actions (rate ≥ {ACTIVE_RATE} nats)", [str(s.get("action_slots", "–")) for s in summaries]),
     ]
     return rows
 
@@ -379,7 +401,7 @@ def write_eval_report(out: Path, runs: Sequence[Evaluation], title: str, config:
         if run.summary["checkpoint"]["kind"] == "flam":
             parts += _slot_sections(label, run, names, out, config)
     parts += ["## How these numbers were made", "", *_protocol_text(summaries[0]), ""]
-    return write_text(out / "README.md", "\n".join(parts))
+    return write_report_page(out, "\n".join(parts))
 
 
 def run_labels(summaries: Sequence[dict[str, Any]]) -> list[str]:

@@ -42,6 +42,7 @@ from flam.models.checkpoint import (
     save_checkpoint,
     unflatten_optimizer_state,
 )
+from flam.models.lam import ACTIVE_RATE
 from flam.models.presets import TrainConfig, lam_preset, tokenizer_preset
 from flam.models.registry import KINDS, build_model, load_model
 from flam.models.tokenizer import Tokenizer, frames_to_tensor
@@ -203,7 +204,9 @@ class Trainer:
                 )
             elif self.step == train.steps:
                 rate = self.step / max(self.seconds, 1e-9)
-                self.log(f"[{self.kind}] done: {self.step} steps, {self.seconds:.0f} s, {rate:.2f} steps/s -> {self.out}")
+                self.log(
+                    f"[{self.kind}] done: {self.step} steps, {self.seconds:.0f} s, {rate:.2f} steps/s -> {self.out}"
+                )
         return self.model
 
     def _loop(self, net: nn.Module, autocast: bool, bar: tqdm, stop: StopOnSignal, session_started: float) -> None:
@@ -489,7 +492,7 @@ def train_lam(
         ).flatten(0, 1)  # [F, N, h, w]
 
     def validate(model: nn.Module) -> dict[str, float]:
-        losses, accs, masks = [], [], []
+        losses, accs, masks, rates = [], [], [], []
         for start in range(0, val_count, train.batch_size):
             z = val_clips[start : start + train.batch_size].to(device)
             result = model(z)
@@ -497,9 +500,14 @@ def train_lam(
             hit = (fsq.snap(result.prediction.float()) == target).all(dim=2)  # [B, T-1, h, w]
             losses.append(result.logs["mse"])
             accs.append(hit.float().mean().item())
-            if entity_tokens is not None and arch == "flam":
-                masks.append(model.infer(z).masks.float().cpu())
+            if arch == "flam":
+                inference = model.infer(z)
+                rates.append(inference.rates().flatten(0, 1).cpu())  # [B*(T-1), K]
+                if entity_tokens is not None:
+                    masks.append(inference.masks.float().cpu())
         metrics = {"val_mse": float(np.mean(losses)), "val_token_acc": float(np.mean(accs))}
+        if rates:  # masks can look bound while a slot's action is dead: count the slots that carry actions
+            metrics["action_slots"] = int((torch.cat(rates).mean(dim=0) >= ACTIVE_RATE).sum())
         if masks:
             metrics |= binding_scores(torch.cat(masks).flatten(0, 1), entity_tokens)
         return metrics

@@ -13,6 +13,7 @@ import pytest
 from conftest import make_dataset
 
 from flam.main import main
+from flam.models.lam import ACTIVE_RATE
 from flam.models.model_set import discover
 from flam.worlds.dataset import Dataset, write_dataset
 from flam.worlds.episode import Episode
@@ -58,6 +59,7 @@ def test_eval_writes_the_json_contract_a_report_and_a_model_card(
         assert 0 <= dci[key] <= 1 and 0 <= dci["random"][key] <= 1
     assert np.asarray(dci["importance"]).shape == (3, 2)  # K = 3 slots × 2 agents
     assert len(s["slot_rates"]) == 3 and all(r >= 0 for r in s["slot_rates"])
+    assert s["action_slots"] == sum(r >= ACTIVE_RATE for r in s["slot_rates"])
     edits = s["edits"]
     assert len(edits["per_slot"]) == 3 and edits["n_episodes"] == 3
     assert sorted(e for e in s["binding"]["slot_entity"] if e is not None) == [0, 1]
@@ -87,6 +89,7 @@ def test_the_monolithic_baseline_has_no_correspondence_to_score(model_set: Path,
         assert s[key]["applicable"] is False and "monolithic" in s[key]["reason"]
     assert math.isfinite(s["psnr"])
     assert len(s["slot_rates"]) == 1  # one action for the whole scene
+    assert s["action_slots"] == int(s["slot_rates"][0] >= ACTIVE_RATE)
 
 
 def test_imported_video_gets_prediction_metrics_only(model_set: Path, data: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import torch
 
 from flam.models.factorizer import Factorizer, FactorizerConfig
 from flam.models.flam import FLAM, FLAMConfig
+from flam.models.lam import Inference
 from flam.models.monolithic import Monolithic, MonolithicConfig
 from flam.models.tokenizer import FSQ, Tokenizer, TokenizerConfig
 
@@ -194,3 +195,14 @@ def test_default_presets_are_capacity_matched() -> None:
     n_mono = sum(p.numel() for p in Monolithic(mono_cfg).parameters())
     assert abs(n_mono - n_flam) / n_flam <= 0.2
     assert flam_cfg.action_dim * flam_cfg.factorizer.n_slots == mono_cfg.action_dim
+
+
+def test_action_rates_are_the_kl_from_the_prior_per_slot() -> None:
+    """A slot at the prior carries 0 nats; a unit shift of one mean adds 0.5; a halved std adds ln 2 - 3/8."""
+    actions = torch.zeros(1, 1, 3, 2)
+    std = torch.ones(1, 1, 3, 2)
+    actions[0, 0, 1, 0] = 1.0
+    std[0, 0, 2, 1] = 0.5
+    inference = Inference(torch.zeros(1, 2, 3, 4), torch.full((1, 2, 3, 1, 1), 1 / 3), actions, std)
+    expected = torch.tensor([0.0, 0.5, 0.5 * (0.25 - 1 - 2 * torch.log(torch.tensor(0.5)).item())])
+    assert torch.allclose(inference.rates()[0, 0], expected, atol=1e-6)

@@ -65,6 +65,7 @@ def test_flam_loss_clearly_falls(tiny_dataset: Path, tokenizer_dir: Path, tmp_pa
     assert last["step"] == 80
     assert last["val_mse"] < 0.7 * first["val_mse"]
     assert {"binding", "purity"} <= set(last)  # the correspondence score is logged while training
+    assert 0 <= last["action_slots"] <= 3  # and how many slots' actions carry information
     assert any(line.startswith("resolved config: ") for line in lines)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from flam.models.checkpoint import TRAINING_FILE
-from flam.models.report import line_plot, markdown_table, write_text
+from flam.models.lam import ACTIVE_RATE
+from flam.models.report import line_plot, markdown_table, write_report_page
 
 # (key in a history entry, what the plot and table call it)
 CURVES: tuple[tuple[str, str], ...] = (
@@ -20,6 +21,7 @@ CURVES: tuple[tuple[str, str], ...] = (
     ("val_token_acc", "validation token accuracy"),
     ("binding", "binding (share of entities with a slot of their own)"),
     ("purity", "purity (entity mass on its dominant slot)"),
+    ("action_slots", "slots carrying actions"),
 )
 
 
@@ -60,7 +62,8 @@ def write_curves_report(out: Path, folders: Sequence[Path], labels: Sequence[str
         "# Training curves: " + " vs ".join(labels),
         "",
         "Validation points recorded while training (`training.json`), compared at equal steps. Binding and purity "
-        "score the factorizer's slot masks against the entities' true cells on validation clips (FLAM only).",
+        "score the factorizer's slot masks against the entities' true cells on validation clips; slots carrying "
+        f"actions counts the slots whose mean action KL is at least {ACTIVE_RATE} nats (FLAM only).",
         "",
         *(f"- {label}: `{folder}`" for label, folder in zip(labels, folders, strict=True)),
         "",
@@ -75,4 +78,4 @@ def write_curves_report(out: Path, folders: Sequence[Path], labels: Sequence[str
         for i, step in enumerate(steps)
     ]
     parts += [markdown_table(header, rows), ""]
-    return write_text(out / "README.md", "\n".join(parts))
+    return write_report_page(out, "\n".join(parts))

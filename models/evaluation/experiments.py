@@ -26,6 +26,7 @@ from flam.models.report import (
     markdown_table,
     matrix_figure,
     write_eval_report,
+    write_report_page,
     write_text,
 )
 from flam.models.train import train_lam, train_tokenizer
@@ -282,7 +283,7 @@ def write_scaling_report(out: Path, results: dict[int, dict[str, Evaluation]], c
         runs = [results[n][arch] for arch in config.archs if arch in results[n]]
         write_eval_report(out / sub, runs, f"{n} agents: " + " vs ".join(labels[a] for a in results[n]))
         parts.append(f"- [{n} agents: rollouts, slots, correspondence, edits]({sub}/README.md)")
-    return write_text(out / "README.md", "\n".join(parts) + "\n")
+    return write_report_page(out, "\n".join(parts) + "\n")
 
 
 def run_correlated(
@@ -377,4 +378,4 @@ def write_correlated_report(out: Path, run: Evaluation, config: ExperimentConfig
         parts += [f"Not applicable: {verdict['reason']}.", ""]
     write_eval_report(out / "evaluation", [run], "Correlated agents: FLAM evaluation")
     parts.append("- [full evaluation: rollouts, slot masks, DCI, edits](evaluation/README.md)")
-    return write_text(out / "README.md", "\n".join(parts) + "\n")
+    return write_report_page(out, "\n".join(parts) + "\n")

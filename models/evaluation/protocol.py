@@ -22,8 +22,7 @@ import scipy.optimize
 import torch
 
 from flam.models.actions import prior_actions
-from flam.models.lam import LAMState
-from flam.models.layers import gaussian_kl
+from flam.models.lam import ACTIVE_RATE, LAMState
 from flam.models.metrics.dci import DCIResult, ProbeConfig, dci, dci_random_reference
 from flam.models.metrics.fvd import frechet_video_distance
 from flam.models.metrics.i3d import MIN_FRAMES
@@ -172,6 +171,7 @@ def evaluate(
     log(f"scoring {len(episodes)} episodes")
     frame_scores = _frame_scores(predicted, truth, model.device)
     masks = torch.cat(collected.masks)  # [V, T, K, h, w]
+    rates = torch.cat(collected.rates).flatten(0, 1).mean(dim=0)  # [K] mean over episodes and transitions
     summary: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -188,7 +188,8 @@ def evaluate(
         "tokenizer_psnr": float(torch.cat(collected.tokenizer_psnr).mean()),
         "copy_psnr": _copy_psnr(truth, torch.cat(collected.last_context)),
         # Which slots carry action information: a slot whose rate is ~0 moves nothing whatever its mask covers.
-        "slot_rates": torch.cat(collected.rates).flatten(0, 1).mean(dim=0).tolist(),  # nats per transition
+        "slot_rates": rates.tolist(),  # nats per transition
+        "action_slots": int((rates >= ACTIVE_RATE).sum()),
     }
     summary.update(_fvd(truth, predicted, config, model.device, log))
     binding = None
@@ -248,8 +249,7 @@ def _collect(
         out.predicted.append(result.frames)
         out.slots.append(inference.slots.float().cpu())
         out.masks.append(inference.masks.float().cpu())
-        std = inference.action_std.float().cpu()
-        out.rates.append(gaussian_kl(inference.actions.float().cpu(), 2 * std.clamp_min(1e-6).log()))
+        out.rates.append(inference.rates().cpu())
         keep = max(0, config.examples - first)
         if keep:
             out.example_truth.append(frames[:keep, : c + h])
