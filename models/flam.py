@@ -22,7 +22,7 @@ from flam.models.layers import MLP, Block, GaussianHead, gaussian_kl, reparamete
 from flam.models.outputs import Loss
 
 Coupling = Literal["factored", "global"]
-AggregatorKind = Literal["attention", "mixture"]
+AggregatorKind = Literal["attention", "mixture", "anchored"]
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,11 @@ class Aggregator(_GridAggregator):
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, f.feature_dim)
 
-    def forward(self, z: torch.Tensor, next_slots: torch.Tensor) -> torch.Tensor:
-        """z [M, E, h, w], next_slots [M, K, D] -> next z [M, E, h, w] (residual: static content flows through)."""
+    def forward(self, z: torch.Tensor, next_slots: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """z [M, E, h, w], next_slots [M, K, D], masks [M, K, N] (unused here) -> next z [M, E, h, w].
+
+        Residual: static content flows through.
+        """
         x = self.tokens(z)  # [M, N, D] queries
         for block in self.blocks:
             x = block(x, context=next_slots)  # cross-attention: softmax over SLOTS for every token
@@ -158,12 +161,20 @@ class MixtureAggregator(_GridAggregator):
     after the edit: the locality the product promises is built into the decoder instead of hoped for. A slot that
     holds two entities must claim two separate places from one vector, which a per-cell decoder finds harder than
     one (the bias towards one object per slot of Slot Attention's decoders).
+
+    Anchored (aggregator="anchored"): each slot's claim logits also get the log of its current attention mask,
+    grown by one cell (an entity moves at most one cell per step), times a learned scale. Without the anchor a slot
+    can hold an entity's look in the factorizer while another slot claims its cells and carries its action, so
+    editing the slot a user picks by its mask moves nothing (reports/binding); the anchor makes the slot that holds
+    an entity the one whose change lands on it.
     """
 
     def __init__(self, config: FLAMConfig) -> None:
         super().__init__(config)
         f = config.factorizer
         d = f.width
+        self.grid = f.grid
+        self.anchor_scale = nn.Parameter(torch.ones(())) if config.aggregator == "anchored" else None
         self.norm_slots = nn.LayerNorm(d)
         self.slot_proj = nn.Linear(d, d)
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(config.aggregator_layers))
@@ -171,17 +182,31 @@ class MixtureAggregator(_GridAggregator):
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, f.feature_dim + 1)  # per slot and cell: the change [E] and the claim logit
 
-    def claims(self, z: torch.Tensor, next_slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z [M, E, h, w], next_slots [M, K, D] -> changes [M, K, N, E] and weights [M, K, N] (sum 1 over K)."""
+    def claims(
+        self, z: torch.Tensor, next_slots: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z [M, E, h, w], next_slots [M, K, D], masks [M, K, N] (current attention) -> changes [M, K, N, E] and
+        weights [M, K, N] (sum 1 over K)."""
         x = self.tokens(z)[:, None] + self.slot_proj(self.norm_slots(next_slots))[:, :, None]  # [M, K, N, D]
         for norm, mlp in zip(self.norms, self.mlps, strict=True):
             x = x + mlp(norm(x))
         out = self.head(self.norm(x))  # [M, K, N, E + 1]
-        return out[..., :-1], out[..., -1].softmax(dim=1)
+        logits = out[..., -1].float()  # [M, K, N]
+        if self.anchor_scale is not None:
+            logits = logits + self.anchor_scale * self.anchor(masks)
+        return out[..., :-1], logits.softmax(dim=1).to(out.dtype)
 
-    def forward(self, z: torch.Tensor, next_slots: torch.Tensor) -> torch.Tensor:
-        """z [M, E, h, w], next_slots [M, K, D] -> next z [M, E, h, w] (residual: static content flows through)."""
-        changes, weights = self.claims(z, next_slots)
+    def anchor(self, masks: torch.Tensor) -> torch.Tensor:
+        """masks [M, K, N] -> [M, K, N]: log of each slot's mask grown by one cell in every direction."""
+        m, k, n = masks.shape
+        grid = masks.float().reshape(m * k, 1, self.grid, self.grid)
+        grown = F.max_pool2d(grid, kernel_size=3, stride=1, padding=1)  # [M*K, 1, h, w]
+        return grown.clamp_min(1e-4).log().reshape(m, k, n)
+
+    def forward(self, z: torch.Tensor, next_slots: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """z [M, E, h, w], next_slots [M, K, D], masks [M, K, N] -> next z [M, E, h, w] (residual: static content
+        flows through)."""
+        changes, weights = self.claims(z, next_slots, masks)
         delta = (weights[..., None] * changes).sum(dim=1)  # [M, N, E]
         return z + delta.transpose(1, 2).reshape(z.shape)
 
@@ -197,7 +222,7 @@ class FLAM(nn.Module):
         self.factorizer = Factorizer(config.factorizer)
         self.idm = InverseDynamics(config)
         self.fdm = ForwardDynamics(config)
-        self.aggregator = MixtureAggregator(config) if config.aggregator == "mixture" else Aggregator(config)
+        self.aggregator = Aggregator(config) if config.aggregator == "attention" else MixtureAggregator(config)
 
     def _masks(self, masks: torch.Tensor) -> torch.Tensor:
         """[..., K, N] -> [..., K, h, w]."""
@@ -206,12 +231,14 @@ class FLAM(nn.Module):
 
     def forward(self, z: torch.Tensor) -> Loss:
         """One-step prediction loss over a clip z [B, T, E, h, w]: ||z_{t+1} - ẑ_{t+1}||² + β Σ_i KL (+ the cap)."""
-        slots, _, _ = self.factorizer(z)  # [B, T, K, D]
+        slots, masks, _ = self.factorizer(z)  # [B, T, K, D], [B, T, K, N]
         current = slots[:, :-1].flatten(0, 1)  # [B*(T-1), K, D]
         upcoming = slots[:, 1:].flatten(0, 1)  # [B*(T-1), K, D]
         mean, logvar = self.idm(current, upcoming)  # [B*(T-1), K, A]
         actions = reparameterize(mean, logvar) if self.training else mean
-        z_next = self.aggregator(z[:, :-1].flatten(0, 1), self.fdm(current, actions))  # [B*(T-1), E, h, w]
+        z_next = self.aggregator(
+            z[:, :-1].flatten(0, 1), self.fdm(current, actions), masks[:, :-1].flatten(0, 1)
+        )  # [B*(T-1), E, h, w]
         target = z[:, 1:].flatten(0, 1).float()
         mse = F.mse_loss(z_next.float(), target)
         rates = gaussian_kl(mean.float(), logvar.float()).mean(0)  # [K]: each slot's mean KL over transitions
@@ -233,7 +260,7 @@ class FLAM(nn.Module):
         return LAMState(z[:, -1], slots[:, -1], self._masks(masks[:, -1]), cache)
 
     def predict(self, state: LAMState, actions: torch.Tensor) -> torch.Tensor:
-        return self.aggregator(state.z, self.fdm(state.slots, actions))
+        return self.aggregator(state.z, self.fdm(state.slots, actions), state.masks.flatten(-2))
 
     def observe(self, state: LAMState, z: torch.Tensor) -> LAMState:
         if state.cache is None:

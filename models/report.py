@@ -524,6 +524,7 @@ def _slot_sections(label: str, run: Evaluation, names: Sequence[str], out: Path,
             _fmt(p["locality"]),
             _fmt(p["effect"]),
             _fmt(p["changed"]),
+            _most_moved(p.get("moves"), names),
             str(p["edits"]),
         ]
         for p in edits["per_slot"]
@@ -533,7 +534,10 @@ def _slot_sections(label: str, run: Evaluation, names: Sequence[str], out: Path,
         f"{edits['n_edits']} edits of entity slots in {edits['n_episodes']} episodes ({edits['dead_edits']} changed "
         "nothing). " + edits["how"] + ".",
         "",
-        markdown_table(["slot", "matched entity", "locality", "effect", "changed anything", "edits"], rows),
+        markdown_table(
+            ["slot", "matched entity (by mask)", "locality", "effect", "changed anything", "moves most", "edits"],
+            rows,
+        ),
         "",
     ]
     if examples.edit is not None:
@@ -541,6 +545,14 @@ def _slot_sections(label: str, run: Evaluation, names: Sequence[str], out: Path,
         edit_figure(examples.edit, out / name, names, config)
         parts += [f"![per-slot edits]({name})", ""]
     return parts
+
+
+def _most_moved(moves: Sequence[float] | None, names: Sequence[str]) -> str:
+    """The entity a slot's edits move most often, with that share: "agent 3 (0.83)"; "–" when none moved."""
+    if not moves or max(moves) == 0:
+        return "–"
+    best = int(np.argmax(moves))
+    return f"{names[best]} ({moves[best]:.2f})"
 
 
 def _protocol_text(summary: dict[str, Any]) -> list[str]:

@@ -62,6 +62,10 @@ def test_eval_writes_the_json_contract_a_report_and_a_model_card(
     assert s["action_slots"] == sum(r >= ACTIVE_RATE for r in s["slot_rates"])
     edits = s["edits"]
     assert len(edits["per_slot"]) == 3 and edits["n_episodes"] == 3
+    for slot in edits["per_slot"]:  # which agent each slot's edits move; its matched agent's share is its effect
+        assert len(slot["moves"]) == 2 and all(0 <= m <= 1 for m in slot["moves"])
+        if slot["entity"] is not None:
+            assert slot["effect"] == pytest.approx(slot["moves"][slot["entity"]])
     assert sorted(e for e in s["binding"]["slot_entity"] if e is not None) == [0, 1]
     for key in ("edit_locality", "edit_effect"):
         assert s[key] is None or 0 <= s[key] <= 1  # None: every edit of a random model may change nothing

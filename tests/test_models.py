@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -114,29 +116,56 @@ def test_global_coupling_ablation_couples_slots() -> None:
         assert not torch.allclose(model.fdm(slots, changed)[:, 1], model.fdm(slots, actions)[:, 1])
 
 
-@pytest.mark.parametrize("aggregator", ["attention", "mixture"])
+def slot_masks(m: int = 2) -> torch.Tensor:
+    """[M, K, N] random attention masks (sum 1 over K)."""
+    return torch.randn(m, K, G * G).softmax(dim=1)
+
+
+@pytest.mark.parametrize("aggregator", ["attention", "mixture", "anchored"])
 def test_aggregator_decodes_each_cell_from_that_cell_and_the_slots(aggregator: str) -> None:
     """No token mixing: a change to one cell of the current grid changes the prediction at that cell only."""
     model = FLAM(flam_config(aggregator=aggregator)).eval()
-    z, next_slots = codes()[:, 0], torch.randn(2, K, 16)
+    z, next_slots, masks = codes()[:, 0], torch.randn(2, K, 16), slot_masks()
     changed = z.clone()
     changed[:, :, 1, 2] += 1.0
     with torch.no_grad():
-        moved = (model.aggregator(changed, next_slots) - model.aggregator(z, next_slots)).abs().amax(dim=(0, 1))
+        moved = (model.aggregator(changed, next_slots, masks) - model.aggregator(z, next_slots, masks)).abs()
+        moved = moved.amax(dim=(0, 1))
     assert moved[1, 2] > 1e-3
     moved[1, 2] = 0.0
     assert moved.max() < 1e-5
 
 
-def test_mixture_aggregator_mixes_slot_changes_by_claims() -> None:
-    model = FLAM(flam_config(aggregator="mixture")).eval()
-    z, next_slots = codes()[:, 0], torch.randn(2, K, 16)
+@pytest.mark.parametrize("aggregator", ["mixture", "anchored"])
+def test_mixture_aggregator_mixes_slot_changes_by_claims(aggregator: str) -> None:
+    model = FLAM(flam_config(aggregator=aggregator)).eval()
+    z, next_slots, masks = codes()[:, 0], torch.randn(2, K, 16), slot_masks()
     with torch.no_grad():
-        changes, weights = model.aggregator.claims(z, next_slots)  # [M, K, N, E], [M, K, N]
-        out = model.aggregator(z, next_slots)
+        changes, weights = model.aggregator.claims(z, next_slots, masks)  # [M, K, N, E], [M, K, N]
+        out = model.aggregator(z, next_slots, masks)
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(2, G * G))
     expected = z + (weights[..., None] * changes).sum(dim=1).transpose(1, 2).reshape(z.shape)
     torch.testing.assert_close(out, expected)
+
+
+def test_anchored_claims_stay_within_one_cell_of_the_slots_mask() -> None:
+    """Slot 0 owns one cell: its anchor is 0 (log 1) on that cell and its 8 neighbours and log 1e-4 elsewhere, so
+    with a large anchor scale slot 0 wins exactly those cells whatever the learned logits say."""
+    model = FLAM(flam_config(aggregator="anchored")).eval()
+    masks = torch.full((1, K, G, G), 1.0 / (K - 1))
+    masks[0, 0] = 0.0
+    masks[0, :, 2, 3] = 0.0
+    masks[0, 0, 2, 3] = 1.0
+    anchor = model.aggregator.anchor(masks.flatten(2))[0, 0].reshape(G, G)
+    near = torch.zeros(G, G, dtype=torch.bool)
+    near[1:4, 2:5] = True
+    assert torch.all(anchor[near] == 0.0)
+    torch.testing.assert_close(anchor[~near], torch.full(((~near).sum().item(),), math.log(1e-4)))
+    with torch.no_grad():
+        model.aggregator.anchor_scale.fill_(100.0)
+        _, weights = model.aggregator.claims(codes(b=1)[:, 0], torch.randn(1, K, 16), masks.flatten(2))
+    wins = weights[0].argmax(dim=0).reshape(G, G) == 0
+    assert torch.equal(wins, near)
 
 
 def test_slot_capacity_charges_only_the_rate_above_the_cap() -> None:

@@ -403,6 +403,9 @@ def edit_scores(
     local = [[] for _ in range(k)]  # per slot: locality of every edit that changed something
     effect = [[] for _ in range(k)]  # per slot: whether the edit moved its target (matched slots)
     changed = [[] for _ in range(k)]  # per slot: whether the edit changed any pixel
+    # per slot and entity: whether the edit visibly moved that entity. Shows which agent a slot's action steers,
+    # which need not be the agent its mask holds (a slot can own an agent's look while another carries its action).
+    moves = np.zeros((k, n))
     for index in range(base.shape[0]):
         entity_map = dataset.ground_truth(episodes[index]).entity_map[c : c + h]  # [H, Hpx, Wpx]
         entity_masks = entity_map[None] == np.arange(1, n + 1)[:, None, None, None]  # [N, H, Hpx, Wpx]
@@ -413,8 +416,10 @@ def edit_scores(
             changed[slot].append(not math.isnan(score))
             if not math.isnan(score):
                 local[slot].append(score)
+            moved = [edit_effect(base[index], edited[index, slot], entity_masks[e]) for e in range(n)]
+            moves[slot] += np.asarray(moved, dtype=np.float64) / base.shape[0]
             if target is not None:
-                effect[slot].append(edit_effect(base[index], edited[index, slot], entity_masks[target]))
+                effect[slot].append(moved[target])
     matched = [s for s in range(k) if targets[s] is not None]
     background = [s for s in range(k) if targets[s] is None]
     per_slot = [
@@ -425,6 +430,7 @@ def edit_scores(
             "effect": _mean(effect[s]) if targets[s] is not None else None,
             "changed": _mean(changed[s]),
             "edits": len(changed[s]),
+            "moves": moves[s].tolist(),  # [N] share of this slot's edits that visibly moved each entity
         }
         for s in range(k)
     ]
