@@ -142,7 +142,8 @@ class Registry:
             models[entry.name] = LoadedModel(entry.name, entry, world, episodes)
             log.info("loaded %s (%s) on %s in %.1f s", entry.name, entry.kind, device, time.perf_counter() - started)
         problem = None if models else "no model checkpoints were found in the checkpoints folder"
-        return cls(models, failed, device, _pick_default(models, settings.default_model), problem)
+        wanted = settings.default_model or _shipped_default(folder)
+        return cls(models, failed, device, _pick_default(models, wanted), problem)
 
     def get(self, name: str | None) -> LoadedModel:
         """A model by name (None: the default); ApiError 503 without models, 404 for an unknown name."""
@@ -158,11 +159,26 @@ class Registry:
         return model
 
 
+DEFAULT_MODEL_FILE = "DEFAULT_MODEL"  # in the checkpoints folder: the name of the model to open first
+
+
+def _shipped_default(folder: Path) -> str | None:
+    """The model the checkpoints folder recommends (its DEFAULT_MODEL file, one name), if it names one.
+
+    Which shipped model steers best is decided by evaluation (reports/), so the choice lives with the checkpoints.
+    """
+    path = folder / DEFAULT_MODEL_FILE
+    if not path.is_file():
+        return None
+    return path.read_text().strip() or None
+
+
 def _pick_default(models: dict[str, LoadedModel], wanted: str | None) -> str | None:
-    """FLAM_DEFAULT_MODEL if loaded, else the first FLAM model by name, else the first model."""
+    """`wanted` (FLAM_DEFAULT_MODEL, else the checkpoints folder's DEFAULT_MODEL) if loaded, else the first FLAM
+    model by name, else the first model."""
     if wanted is not None:
         if wanted in models:
             return wanted
-        log.warning("FLAM_DEFAULT_MODEL=%s is not among the loaded models; using another", wanted)
+        log.warning("default model %s is not among the loaded models; using another", wanted)
     flam = [name for name, m in models.items() if m.entry.kind == "flam"]
     return (flam or list(models) or [None])[0]

@@ -24,7 +24,7 @@ class SettingsError(ValueError):
 class Settings:
     checkpoints: Path = DEFAULT_CHECKPOINTS  # FLAM_CHECKPOINTS: folder of model sets (checkpoints/<set>/<lam>)
     device: str | None = None  # FLAM_DEVICE: cpu, cuda or cuda:N; default CUDA when present
-    default_model: str | None = None  # FLAM_DEFAULT_MODEL: else the first FLAM model by name
+    default_model: str | None = None  # FLAM_DEFAULT_MODEL: else checkpoints/DEFAULT_MODEL, else the first FLAM model
     max_horizon: int = 32  # FLAM_MAX_HORIZON: rollout steps per request
     max_context_frames: int = 16  # FLAM_MAX_CONTEXT_FRAMES: frames a rollout context may hold
     max_analyse_frames: int = 64  # FLAM_MAX_ANALYSE_FRAMES: frames one /analyse or episode-frames request may hold

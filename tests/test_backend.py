@@ -295,6 +295,16 @@ def test_registry_reports_a_broken_checkpoint_without_paths(tiny_checkpoints: Pa
     assert "server log" in reason and str(tmp_path) not in reason
 
 
+def test_the_checkpoints_folder_names_its_default_model(tiny_checkpoints: Path, tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    shutil.copytree(tiny_checkpoints, root)
+    (root / "DEFAULT_MODEL").write_text("tiny/monolithic\n")
+    assert Registry.load(Settings(checkpoints=root)).default == "tiny/monolithic"
+    assert Registry.load(Settings(checkpoints=root, default_model="tiny/flam")).default == "tiny/flam"  # env wins
+    (root / "DEFAULT_MODEL").write_text("tiny/gone\n")  # a name that is not loaded: the first FLAM model
+    assert Registry.load(Settings(checkpoints=root)).default == "tiny/flam"
+
+
 def test_body_limit_middleware() -> None:
     seen: list[bytes] = []
 
