@@ -69,6 +69,18 @@ def test_flam_loss_clearly_falls(tiny_dataset: Path, tokenizer_dir: Path, tmp_pa
     assert any(line.startswith("resolved config: ") for line in lines)
 
 
+@pytest.mark.parametrize("aggregator", ["mixture", "anchored"])
+def test_every_aggregator_trains_checkpoints_and_loads(
+    aggregator: str, tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """Through a checkpoint and back: the anchored aggregator's scalar anchor scale included."""
+    out = tmp_path / aggregator
+    train_lam("flam", tokenizer_dir, tiny_dataset, out, preset="tiny", steps=21, slots=3, action_size=6,
+              overrides={"aggregator": aggregator}, log=quiet)  # fmt: skip
+    model, _ = load_model(out, ("flam",))
+    assert model.config.aggregator == aggregator and read_training(out)[0]["step"] == 21
+
+
 def test_resume_after_a_crash_continues_exactly(tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path) -> None:
     args = dict(preset="tiny", steps=40, slots=3, action_size=6)
     straight = train_lam("monolithic", tokenizer_dir, tiny_dataset, tmp_path / "straight", log=quiet, **args)
