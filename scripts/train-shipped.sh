@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trains one shipped model set from nothing: data, tokenizer, FLAM (two aggregators), monolithic, sample episodes.
+# Trains one shipped model set from nothing: data, tokenizer, FLAM (three aggregators), monolithic, sample episodes.
 # Usage: scripts/train-shipped.sh AGENTS [DATA_ROOT]   e.g. scripts/train-shipped.sh 4  -> checkpoints/multigrid-4/
 # Each stage resumes if its checkpoint folder exists, so an interrupted run continues where it stopped.
 set -euo pipefail
@@ -14,10 +14,12 @@ resume_flag() { [ -f "$1/config.json" ] && echo --resume || true; }
 [ -f "$data/manifest.json" ] || \
   $flam data generate --world multigrid --agents "$agents" --episodes 1000 --steps 32 --seed 0 --out "$data"
 $flam train tokenizer --data "$data" --out "$set_dir/tokenizer" $(resume_flag "$set_dir/tokenizer")
-# flam-mixture: FLAM with the per-cell mixture aggregator (reports/binding: every agent gets an action slot).
-for model in flam flam-mixture monolithic; do
+# flam-mixture: FLAM with the per-cell mixture aggregator (reports/binding: every agent gets an action slot);
+# flam-anchored: the mixture with claims anchored on each slot's mask (the slot holding an agent moves it).
+for model in flam flam-mixture flam-anchored monolithic; do
   case $model in
     flam-mixture) options=(--arch flam --set aggregator=mixture) ;;
+    flam-anchored) options=(--arch flam --set aggregator=anchored) ;;
     *) options=(--arch "$model") ;;
   esac
   $flam train lam "${options[@]}" --tokenizer "$set_dir/tokenizer" --data "$data" --out "$set_dir/$model" \
