@@ -16,6 +16,11 @@ from flam.models.outputs import Loss
 ACTIVE_RATE = 0.5
 
 
+def count_action_slots(mean_rates: torch.Tensor) -> int:
+    """How many slots carry actions, from each slot's mean rate [K] (nats per transition)."""
+    return int((mean_rates >= ACTIVE_RATE).sum())
+
+
 @dataclass
 class Inference:
     """What a model reads off a clip of T frames: slots, slot masks and the posterior-mean actions."""

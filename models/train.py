@@ -42,7 +42,7 @@ from flam.models.checkpoint import (
     save_checkpoint,
     unflatten_optimizer_state,
 )
-from flam.models.lam import ACTIVE_RATE
+from flam.models.lam import count_action_slots
 from flam.models.presets import TrainConfig, lam_preset, tokenizer_preset
 from flam.models.registry import KINDS, build_model, load_model
 from flam.models.tokenizer import Tokenizer, frames_to_tensor
@@ -508,7 +508,7 @@ def train_lam(
                     masks.append(inference.masks.float().cpu())
         metrics = {"val_mse": float(np.mean(losses)), "val_token_acc": float(np.mean(accs))}
         if rates:  # masks can look bound while a slot's action is dead: count the slots that carry actions
-            metrics["action_slots"] = int((torch.cat(rates).mean(dim=0) >= ACTIVE_RATE).sum())
+            metrics["action_slots"] = count_action_slots(torch.cat(rates).mean(dim=0))
         if masks:
             metrics |= binding_scores(torch.cat(masks).flatten(0, 1), entity_tokens)
         return metrics

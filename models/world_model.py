@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from flam.models.checkpoint import WEIGHTS_FILE, CheckpointError, file_sha256
+from flam.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, file_sha256
 from flam.models.lam import Inference, LAMState, LatentActionModel
+from flam.models.model_set import TOKENIZER
 from flam.models.registry import LAM_KINDS, load_model
 from flam.models.tokenizer import Tokenizer, frames_to_tensor, tensor_to_frames
 
@@ -65,7 +66,8 @@ class WorldModel:
 
 
 def load_world_model(lam_folder: Path, device: torch.device | None = None) -> WorldModel:
-    """Load a FLAM or monolithic checkpoint and the tokenizer it names (verified by weight hash)."""
+    """Load a FLAM or monolithic checkpoint and the tokenizer it names (verified by weight hash); where that path
+    holds none, the model set's own tokenizer beside it."""
     lam_folder = Path(lam_folder)
     device = device or default_device()
     lam, header = load_model(lam_folder, LAM_KINDS)
@@ -73,6 +75,11 @@ def load_world_model(lam_folder: Path, device: torch.device | None = None) -> Wo
     if not isinstance(tokenizer_info, dict) or "path" not in tokenizer_info:
         raise CheckpointError(f"{lam_folder}: config.json does not name its tokenizer")
     tokenizer_folder = (lam_folder / tokenizer_info["path"]).resolve()
+    sibling = lam_folder.parent / TOKENIZER
+    if not (tokenizer_folder / CONFIG_FILE).is_file() and tokenizer_info.get("sha256") and sibling.is_dir():
+        # A LAM trained elsewhere and copied into a model set (checkpoints/<set>/<lam>) uses the set's tokenizer;
+        # the recorded weight hash, checked below, makes sure it is the one it was trained on.
+        tokenizer_folder = sibling
     tokenizer, _ = load_model(tokenizer_folder, ("tokenizer",))
     tokenizer_hash = file_sha256(tokenizer_folder / WEIGHTS_FILE)
     if tokenizer_info.get("sha256") not in (None, tokenizer_hash):

@@ -12,6 +12,7 @@ from flam.models.checkpoint import WEIGHTS_FILE, CheckpointError, save_checkpoin
 from flam.models.model_set import discover
 from flam.models.registry import load_model
 from flam.models.rollout import rollout
+from flam.models.train import train_tokenizer
 from flam.models.world_model import load_world_model
 from flam.worlds.dataset import Dataset
 
@@ -111,3 +112,27 @@ def test_truncated_or_mismatched_checkpoints_are_clear_errors(tiny_checkpoints: 
         load_model(mismatched, ("flam",))
     with pytest.raises(CheckpointError, match="no such checkpoint folder"):
         load_model(tmp_path / "nowhere", ("flam",))
+
+
+def test_a_lam_copied_into_a_model_set_finds_the_sets_tokenizer_by_hash(
+    tiny_checkpoints: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Trained with --out elsewhere, its recorded tokenizer path dangles in the set; the sibling is used only when
+    its weights are the ones the LAM was trained on."""
+    import json
+    import shutil
+
+    set_dir = tmp_path / "set"
+    shutil.copytree(tiny_checkpoints / "tiny" / "flam", set_dir / "flam")
+    shutil.copytree(tiny_checkpoints / "tiny" / "tokenizer", set_dir / "tokenizer")
+    config = json.loads((set_dir / "flam" / "config.json").read_text())
+    config["tokenizer"]["path"] = "../../runs/elsewhere/tokenizer"
+    (set_dir / "flam" / "config.json").write_text(json.dumps(config))
+    world = load_world_model(set_dir / "flam", torch.device("cpu"))
+    assert world.identity["tokenizer_sha256"] == config["tokenizer"]["sha256"]
+
+    other = tmp_path / "other"
+    shutil.copytree(set_dir / "flam", other / "flam")
+    train_tokenizer(tiny_dataset, other / "tokenizer", preset="tiny", steps=1, log=lambda message: None)
+    with pytest.raises(CheckpointError, match="different tokenizer"):
+        load_world_model(other / "flam", torch.device("cpu"))

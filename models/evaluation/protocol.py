@@ -22,7 +22,7 @@ import scipy.optimize
 import torch
 
 from flam.models.actions import prior_actions
-from flam.models.lam import ACTIVE_RATE, LAMState
+from flam.models.lam import LAMState, count_action_slots
 from flam.models.metrics.dci import DCIResult, ProbeConfig, dci, dci_random_reference
 from flam.models.metrics.fvd import frechet_video_distance
 from flam.models.metrics.i3d import MIN_FRAMES
@@ -189,7 +189,7 @@ def evaluate(
         "copy_psnr": _copy_psnr(truth, torch.cat(collected.last_context)),
         # Which slots carry action information: a slot whose rate is ~0 moves nothing whatever its mask covers.
         "slot_rates": rates.tolist(),  # nats per transition
-        "action_slots": int((rates >= ACTIVE_RATE).sum()),
+        "action_slots": count_action_slots(rates),
     }
     summary.update(_fvd(truth, predicted, config, model.device, log))
     binding = None
