@@ -59,6 +59,19 @@ def test_random_representations_score_near_chance(cells: np.ndarray) -> None:
     assert result.disentanglement < 0.3 and result.completeness < 0.3
 
 
+def test_penalty_is_picked_per_probe_on_the_fit_part(cells: np.ndarray) -> None:
+    # A sharp code of the cell is best fitted with the weakest penalty: a strong one flattens its predictions.
+    noise = np.random.default_rng(2).normal(size=(FRAMES, 1, CELLS))
+    config = ProbeConfig(l2_grid=(1e-1, 1e-5))
+    result = dci(np.concatenate([_one_hot_slots(cells), noise], axis=1), cells, CELLS, config=config)
+    assert result.l2 is not None and result.l2.shape == (ENTITIES + 1, ENTITIES)
+    assert set(np.unique(result.l2)) <= {np.float32(1e-1), np.float32(1e-5)}
+    assert np.all(np.diag(result.l2[:ENTITIES]) == np.float32(1e-5))
+    assert np.all(result.importance[ENTITIES] == 0.0)  # noise stays worthless whichever penalty it drew
+    fixed = dci(_one_hot_slots(cells), cells, CELLS, config=ProbeConfig(l2_grid=(1e-3,)))
+    assert fixed.l2 is not None and np.all(fixed.l2 == 1e-3)
+
+
 def test_split_is_deterministic_and_keeps_groups_whole() -> None:
     groups = np.repeat(np.arange(10), 5)  # 10 episodes × 5 frames
     first, again = split_frames(50, 0.6, seed=7, groups=groups), split_frames(50, 0.6, seed=7, groups=groups)
@@ -88,3 +101,5 @@ def test_bad_inputs_raise(cells: np.ndarray) -> None:
         dci(_one_hot_slots(cells), cells + CELLS, CELLS)
     with pytest.raises(ValueError, match="equal F"):
         dci(_one_hot_slots(cells)[:10], cells, CELLS, config=ProbeConfig(max_iter=5))
+    with pytest.raises(ValueError, match="l2_grid"):
+        dci(_one_hot_slots(cells), cells, CELLS, config=ProbeConfig(l2_grid=()))

@@ -46,7 +46,10 @@ METRIC_NAMES = {
     "fvd": "FVD (I3D Kinetics-400, {horizon}-frame clips at {size} px upsampled to 224 px)",
     "tokenizer_psnr": "tokenizer PSNR: decode(encode(frame)) against the frame, every frame of the episodes",
     "copy_psnr": "reference: PSNR of repeating the last context frame for the whole horizon (no model)",
-    "dci": "DCI: linear position probes (grid cells) from each slot to each entity, fitted on half of the episodes",
+    "dci": (
+        "DCI: linear position probes (grid cells) from each slot to each entity, fitted on half of the episodes "
+        "(each probe's L2 penalty picked by likelihood on part of that half) and scored on the other half"
+    ),
     "edit_locality": "share of an edit's pixel change outside the other entities' ground-truth masks (1 = local)",
     "edit_effect": "share of edits that visibly change the target entity (mean change > 8/255 near it)",
 }
@@ -345,7 +348,13 @@ def slot_dci(
         "applicable": True,
         **_dci_record(result),
         "random": {name: getattr(random, name) for name in ("disentanglement", "completeness", "informativeness")},
-        "probe": {"grid": grid, "frames": int(flat.shape[0]), "fit_fraction": config.dci_fit_fraction},
+        "probe": {
+            "grid": grid,
+            "frames": int(flat.shape[0]),
+            "fit_fraction": config.dci_fit_fraction,
+            "l2_grid": list(probe.l2_grid),
+            "l2": result.l2.tolist(),  # [K][N] the penalty picked for each probe on the fit episodes
+        },
     }
 
 
