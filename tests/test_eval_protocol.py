@@ -188,6 +188,9 @@ def test_dci_of_slots_that_copy_entity_cells_recovers_the_shuffled_slot_order(da
     assert result["informativeness"] > result["random"]["informativeness"] + 0.2
     importance = np.asarray(result["importance"])
     assert importance[1].sum() == 0.0  # the noise slot explains nothing
+    assert len(result["probe"]["l2"]) == 3 and len(result["probe"]["l2"][0]) == 2  # a penalty per (slot, entity)
+    two = slot_dci(torch.from_numpy(slots[:2]), dataset, episodes[:2], EvalConfig(), lambda message: None)
+    assert two["applicable"] is False and "3 or more" in two["reason"]
 
 
 def test_reading_the_whole_episode_gives_the_windows_actions(tiny_checkpoints: Path, tiny_dataset: Path) -> None:

@@ -101,5 +101,7 @@ def test_bad_inputs_raise(cells: np.ndarray) -> None:
         dci(_one_hot_slots(cells), cells + CELLS, CELLS)
     with pytest.raises(ValueError, match="equal F"):
         dci(_one_hot_slots(cells)[:10], cells, CELLS, config=ProbeConfig(max_iter=5))
+    with pytest.raises(ValueError, match="fit groups"):
+        dci(_one_hot_slots(cells), cells, CELLS, groups=np.repeat([0, 1], FRAMES // 2))
     with pytest.raises(ValueError, match="l2_grid"):
         dci(_one_hot_slots(cells), cells, CELLS, config=ProbeConfig(l2_grid=()))

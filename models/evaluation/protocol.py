@@ -48,7 +48,7 @@ METRIC_NAMES = {
     "copy_psnr": "reference: PSNR of repeating the last context frame for the whole horizon (no model)",
     "dci": (
         "DCI: linear position probes (grid cells) from each slot to each entity, fitted on half of the episodes "
-        "(each probe's L2 penalty picked by likelihood on part of that half) and scored on the other half"
+        "(each probe's L2 penalty picked on part of that half) and scored on the other half"
     ),
     "edit_locality": "share of an edit's pixel change outside the other entities' ground-truth masks (1 = local)",
     "edit_effect": "share of edits that visibly change the target entity (mean change > 8/255 near it)",
@@ -331,8 +331,11 @@ def slot_dci(
     slots: torch.Tensor, dataset: Dataset, episodes: list[int], config: EvalConfig, log: Log = lambda m: None
 ) -> dict[str, Any]:
     """DCI of the slots [V, T, K, D] for the entities' probe-grid cells, with the random reference."""
-    if len(episodes) < 2:
-        return not_applicable("DCI fits probes on some episodes and scores them on others: needs 2 or more")
+    if len(episodes) < 3:
+        return not_applicable(
+            "DCI fits probes on some episodes (their penalties picked on part of those) and scores them on others: "
+            "needs 3 or more"
+        )
     grid = int(dataset.manifest.get("probe_grid") or 8)
     positions = np.stack([dataset.ground_truth(e).positions for e in episodes])  # [V, T, N, 2]
     cells = entity_cells(positions, dataset.image_size, grid).reshape(-1, positions.shape[2])  # [V*T, N]
