@@ -277,7 +277,8 @@ def describe_device(device: torch.device, world: Distributed) -> str:
     if device.type == "cuda":
         where = f"cuda ({torch.cuda.get_device_name(device)})"
     else:
-        where = f"{device.type}, {torch.get_num_threads()} threads"
+        threads = torch.get_num_threads()
+        where = f"{device.type}, {threads} thread{'' if threads == 1 else 's'}"
     return where if world.world_size == 1 else f"{where} x {world.world_size} processes"
 
 
