@@ -299,12 +299,6 @@ def entity_names(count: int) -> list[str]:
     return [f"entity {j}" for j in range(count)]
 
 
-def _penalties(probe: dict[str, Any]) -> str:
-    """' (from 1e-05, 0.0001)' for the penalty grid of a probe record; '' for records written before it existed."""
-    grid = probe.get("l2_grid")
-    return f" (from {', '.join(f'{value:g}' for value in grid)})" if grid else ""
-
-
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -511,8 +505,9 @@ def _slot_sections(label: str, run: Evaluation, names: Sequence[str], out: Path,
             "",
             f"Probes: {dci['probe']['frames']} frames, positions as cells of a {dci['probe']['grid']}×"
             f"{dci['probe']['grid']} grid, fitted on {dci['probe']['fit_fraction']:.0%} of the episodes and scored "
-            "on the rest; each probe's L2 penalty is picked on part of the fit episodes"
-            f"{_penalties(dci['probe'])}. Boxes: the Hungarian matching of slots to entities.",
+            "on the rest; each probe's L2 penalty is picked on part of the fit episodes (from "
+            f"{', '.join(f'{value:g}' for value in dci['probe']['l2_grid'])}). Boxes: the Hungarian matching of "
+            "slots to entities.",
             "",
             f"![DCI importance]({name})",
             "",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -119,9 +121,6 @@ def test_a_lam_copied_into_a_model_set_finds_the_sets_tokenizer_by_hash(
 ) -> None:
     """Trained with --out elsewhere, its recorded tokenizer path dangles in the set; the sibling is used only when
     its weights are the ones the LAM was trained on."""
-    import json
-    import shutil
-
     set_dir = tmp_path / "set"
     shutil.copytree(tiny_checkpoints / "tiny" / "flam", set_dir / "flam")
     shutil.copytree(tiny_checkpoints / "tiny" / "tokenizer", set_dir / "tokenizer")

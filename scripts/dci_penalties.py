@@ -1,0 +1,63 @@
+"""Where DCI's shortfall sits: a split's DCI with one fixed probe penalty, with the per-probe picked penalties
+(what `flam eval` does), and with the picked penalties on the entity-matched slots alone.
+
+Reproduces the diagnosis in the README and in models/metrics/dci.py (run on the validation split: the test
+split stays for `flam eval`):
+    .venv/bin/python scripts/dci_penalties.py checkpoints/multigrid-4/flam-anchored data/multigrid-4 --split val
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flam.models.evaluation.protocol import entity_cells
+from flam.models.metrics.dci import DCIResult, ProbeConfig, dci
+from flam.models.world_model import load_world_model
+from flam.worlds.dataset import Dataset
+
+
+def show(label: str, result: DCIResult) -> None:
+    matched = [round(float(result.accuracy[i, j]), 2) for i, j in result.matching]
+    print(
+        f"{label}: D {result.disentanglement:.3f}  C {result.completeness:.3f}  I {result.informativeness:.3f}  "
+        f"(matched probes' held-out accuracy {matched})"
+    )
+    print(np.array2string(result.importance, precision=2, suppress_small=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--fixed-l2", type=float, default=1e-3, help="the penalty every probe used before")
+    args = parser.parse_args()
+    model = load_world_model(args.checkpoint, torch.device("cpu"))
+    dataset = Dataset.open(args.data)
+    episodes = dataset.split(args.split)
+    slots = []
+    with torch.inference_mode():
+        for first in range(0, len(episodes), 16):
+            _, inference = model.analyse(torch.from_numpy(dataset.frames_for(episodes[first : first + 16])))
+            slots.append(inference.slots.float())
+    slots_all = torch.cat(slots)  # [V, T, K, D]
+    grid = int(dataset.manifest.get("probe_grid") or 8)
+    positions = np.stack([dataset.ground_truth(e).positions for e in episodes])  # [V, T, N, 2]
+    cells = entity_cells(positions, dataset.image_size, grid).reshape(-1, positions.shape[2])  # [V*T, N]
+    flat = slots_all.flatten(0, 1)  # [V*T, K, D]
+    groups = np.repeat(np.arange(len(episodes)), slots_all.shape[1])  # [V*T] episode of each frame
+    print(f"{args.checkpoint} on {len(episodes)} {args.split!r} episodes; importance R is slots x entities")
+    show(
+        f"fixed penalty {args.fixed_l2:g}",
+        dci(flat, cells, grid * grid, groups=groups, config=ProbeConfig(l2_grid=(args.fixed_l2,))),
+    )
+    picked = dci(flat, cells, grid * grid, groups=groups)
+    show("picked penalties", picked)
+    keep = [slot for slot, _ in picked.matching]
+    show(f"picked penalties, matched slots {keep} alone", dci(flat[:, keep], cells, grid * grid, groups=groups))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Which agents a model loses in its rollouts: at the last rollout step, each agent's mean absolute pixel error on
+its true cell, the share of episodes where that error is above a threshold, and how the rollout's own slot masks
+split the agent's true cell between slots.
+
+Reproduces the README's rollout-flaw numbers (the `flam eval` protocol: context 1, actions inferred from the
+true frames, horizon 10):
+    .venv/bin/python scripts/rollout_agent_errors.py checkpoints/multigrid-4/flam-anchored data/multigrid-4
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flam.models.rollout import rollout
+from flam.models.world_model import load_world_model
+from flam.worlds.dataset import Dataset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--episodes", type=int, default=32, help="the split's first this many episodes")
+    parser.add_argument("--horizon", type=int, default=10)
+    parser.add_argument("--threshold", type=float, default=40.0, help="error (0..255) that counts as lost")
+    args = parser.parse_args()
+    model = load_world_model(args.checkpoint, torch.device("cpu"))
+    dataset = Dataset.open(args.data)
+    episodes = dataset.split(args.split)[: args.episodes]
+    frames = torch.from_numpy(dataset.frames_for(episodes))  # uint8 [B, T, H, W, 3]
+    with torch.inference_mode():
+        z, inference = model.analyse(frames)
+        result = rollout(model, model.start(z[:, :1]), inference.actions[:, : args.horizon])
+    last = args.horizon  # frame index of the last rollout step
+    predicted = result.frames[:, -1].numpy().astype(np.float64)  # [B, H, W, 3]
+    truth = frames[:, last].numpy().astype(np.float64)
+    masks = result.masks[:, -1].numpy()  # [B, K, h, w]
+    cell = dataset.image_size // masks.shape[-1]  # pixels per token
+    n = dataset.n_entities
+    error, share = np.zeros((len(episodes), n)), np.zeros((len(episodes), n, masks.shape[1]))
+    for b, episode in enumerate(episodes):
+        for agent, (row, col) in enumerate(dataset.ground_truth(episode).positions[last] // cell):
+            y, x = int(row) * cell, int(col) * cell
+            error[b, agent] = np.abs(
+                predicted[b, y : y + cell, x : x + cell] - truth[b, y : y + cell, x : x + cell]
+            ).mean()
+            share[b, agent] = masks[b, :, int(row), int(col)]
+    print(f"{args.checkpoint}: {len(episodes)} {args.split!r} episodes, rollout step {args.horizon}")
+    for agent, color in enumerate(dataset.manifest.get("entity_colors") or [None] * n):
+        print(
+            f"agent {agent} (rgb {color}): mean error {error[:, agent].mean():.1f}, "
+            f"lost (> {args.threshold:g}) in {(error[:, agent] > args.threshold).mean():.0%}, "
+            f"rollout mask share of its cell by slot {np.round(share[:, agent].mean(axis=0), 2).tolist()}"
+        )
+
+
+if __name__ == "__main__":
+    main()
