@@ -4,6 +4,8 @@
 Reproduces the diagnosis in the README and in models/metrics/dci.py (run on the validation split: the test
 split stays for `flam eval`):
     .venv/bin/python scripts/dci_penalties.py checkpoints/multigrid-4/flam-anchored data/multigrid-4 --split val
+The data is not in the repository; make it first (seconds) with the shipped set's command:
+    .venv/bin/flam data generate --world multigrid --agents 4 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-4
 """
 
 import argparse

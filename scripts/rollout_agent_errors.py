@@ -5,6 +5,8 @@ split the agent's true cell between slots.
 Reproduces the README's rollout-flaw numbers (the `flam eval` protocol: context 1, actions inferred from the
 true frames, horizon 10):
     .venv/bin/python scripts/rollout_agent_errors.py checkpoints/multigrid-4/flam-anchored data/multigrid-4
+The data is not in the repository; make it first (seconds) with the shipped set's command:
+    .venv/bin/flam data generate --world multigrid --agents 4 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-4
 """
 
 import argparse
