@@ -16,9 +16,14 @@ from flam.models.outputs import Loss
 ACTIVE_RATE = 0.5
 
 
+def action_slot_indices(mean_rates: torch.Tensor) -> list[int]:
+    """Which slots carry actions, from each slot's mean rate [K] (nats per transition)."""
+    return [int(k) for k in torch.nonzero(mean_rates >= ACTIVE_RATE).flatten()]
+
+
 def count_action_slots(mean_rates: torch.Tensor) -> int:
     """How many slots carry actions, from each slot's mean rate [K] (nats per transition)."""
-    return int((mean_rates >= ACTIVE_RATE).sum())
+    return len(action_slot_indices(mean_rates))
 
 
 @dataclass

@@ -193,6 +193,24 @@ def test_dci_of_slots_that_copy_entity_cells_recovers_the_shuffled_slot_order(da
     assert two["applicable"] is False and "3 or more" in two["reason"]
 
 
+def test_dci_over_the_action_slots_leaves_out_a_background_slot_that_reads_every_entity(dataset: Dataset) -> None:
+    episodes = dataset.split("train")
+    cells = np.stack([entity_cells(dataset.ground_truth(e).positions, 64, 8) for e in episodes])  # [V, T, 2]
+    onehot = np.eye(64, dtype=np.float32)[cells]  # [V, T, 2, 64]: a sharp code of each entity's cell
+    background = onehot.sum(axis=2, keepdims=True)  # [V, T, 1, 64]: where the holes are, both entities mixed
+    slots = np.concatenate([onehot[:, :, [1]], background, onehot[:, :, [0]]], axis=2)  # slot 1: the background
+    config = EvalConfig(probe_iterations=60)
+    rates = torch.tensor([2.0, 0.0, 2.0])  # the background slot carries no action
+    result = slot_dci(torch.from_numpy(slots), dataset, episodes, config, lambda message: None, rates)
+    sub = result["action_slots"]
+    assert sub["slots"] == [0, 2]
+    assert sorted(map(tuple, sub["matching"])) == [(0, 1), (2, 0)]  # in the model's slot numbers
+    assert sub["disentanglement"] > 0.9 and sub["completeness"] > 0.9
+    assert result["completeness"] < sub["completeness"] - 0.1  # the background slot shares every entity
+    every_slot_acts = slot_dci(torch.from_numpy(slots), dataset, episodes, config, lambda m: None, torch.ones(3))
+    assert "action_slots" not in every_slot_acts  # nothing to leave out
+
+
 def test_reading_the_whole_episode_gives_the_windows_actions(tiny_checkpoints: Path, tiny_dataset: Path) -> None:
     model = load_world_model(tiny_checkpoints / "tiny" / "flam", torch.device("cpu"))
     frames = torch.from_numpy(Dataset.open(tiny_dataset).frames_for([0, 1]))  # [2, T, ...]

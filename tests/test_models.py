@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from flam.models.factorizer import Factorizer, FactorizerConfig
+from flam.models.factorizer import Factorizer, FactorizerConfig, token_weights
 from flam.models.flam import FLAM, FLAMConfig
 from flam.models.lam import Inference
 from flam.models.monolithic import Monolithic, MonolithicConfig
@@ -53,10 +53,28 @@ def test_factorizer_masks_sum_to_one_over_slots() -> None:
     torch.testing.assert_close(masks.sum(dim=2), torch.ones(2, 5, G * G))
 
 
-@pytest.mark.parametrize("temporal", [True, False])
-def test_factorizer_step_matches_parallel_pass(temporal: bool) -> None:
+def test_token_weights_fade_a_slot_with_less_mass_than_the_floor() -> None:
+    masks = torch.tensor([[0.5, 0.5, 1.0, 1.0], [0.0, 0.1, 0.1, 0.0], [0.5, 0.4, 0.0, 0.0]])  # [K=3, N=4]
+    plain = token_weights(masks, 0.0)
+    torch.testing.assert_close(plain.sum(dim=-1), torch.ones(3))  # the original rule: a mean for every slot
+    torch.testing.assert_close(plain[1], torch.tensor([0.0, 0.5, 0.5, 0.0]), atol=1e-6, rtol=0)  # 0.2 of mass
+    floored = token_weights(masks, 1.0)
+    torch.testing.assert_close(floored[0], masks[0] / 3.0)  # mass 3 >= floor: still the mean
+    torch.testing.assert_close(floored[1], masks[1])  # mass 0.2 < floor: the mean faded to a fifth
+    torch.testing.assert_close(floored.sum(dim=-1), torch.tensor([1.0, 0.2, 0.9]))
+
+
+@pytest.mark.parametrize(("temporal", "mass_floor"), [(True, 0.0), (False, 0.0), (True, 1.0)])
+def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float) -> None:
     config = FactorizerConfig(
-        feature_dim=E, grid=G, n_slots=K, width=16, heads=2, temporal_window=3, temporal_attention=temporal
+        feature_dim=E,
+        grid=G,
+        n_slots=K,
+        width=16,
+        heads=2,
+        temporal_window=3,
+        temporal_attention=temporal,
+        mass_floor=mass_floor,
     )
     fac = Factorizer(config).eval()
     z = codes(t=6)

@@ -22,7 +22,7 @@ import scipy.optimize
 import torch
 
 from flam.models.actions import prior_actions
-from flam.models.lam import LAMState, count_action_slots
+from flam.models.lam import LAMState, action_slot_indices, count_action_slots
 from flam.models.metrics.dci import DCIResult, ProbeConfig, dci, dci_random_reference
 from flam.models.metrics.fvd import frechet_video_distance
 from flam.models.metrics.i3d import MIN_FRAMES
@@ -206,7 +206,7 @@ def evaluate(
     else:
         binding = slot_binding(masks, dataset, episodes)
         summary["binding"] = binding
-        summary["dci"] = slot_dci(torch.cat(collected.slots), dataset, episodes, config, log)
+        summary["dci"] = slot_dci(torch.cat(collected.slots), dataset, episodes, config, log, rates)
         if do_edits:
             base = np.concatenate(collected.edits_base)  # uint8 [V', H, ...]
             edited = np.concatenate(collected.edits)  # uint8 [V', K, H, ...]
@@ -328,9 +328,21 @@ def entity_cells(positions: np.ndarray, image_size: int, grid: int) -> np.ndarra
 
 
 def slot_dci(
-    slots: torch.Tensor, dataset: Dataset, episodes: list[int], config: EvalConfig, log: Log = lambda m: None
+    slots: torch.Tensor,
+    dataset: Dataset,
+    episodes: list[int],
+    config: EvalConfig,
+    log: Log = lambda m: None,
+    rates: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """DCI of the slots [V, T, K, D] for the entities' probe-grid cells, with the random reference."""
+    """DCI of the slots [V, T, K, D] for the entities' probe-grid cells, with the random reference.
+
+    With the slots' mean action rates [K], also DCI over the action slots alone (`action_slots`): the paper
+    scores K = 4 slots for 4 agents, so no slot holds the background, while our K = agents + 2 leaves slots for
+    the background, and those read every agent's position off the holes the agents cut in their attention. The
+    action slots are picked by the model's own rates, never by the ground truth; the all-slot scores stay the
+    headline.
+    """
     if len(episodes) < 3:
         return not_applicable(
             "DCI fits probes on some episodes (their penalties picked on part of those) and scores them on others: "
@@ -347,7 +359,7 @@ def slot_dci(
     random = dci_random_reference(
         tuple(flat.shape), cells, grid * grid, config.dci_fit_fraction, config.seed, groups, probe
     )
-    return {
+    record = {
         "applicable": True,
         **_dci_record(result),
         "random": {name: getattr(random, name) for name in ("disentanglement", "completeness", "informativeness")},
@@ -359,6 +371,14 @@ def slot_dci(
             "l2": result.l2.tolist(),  # [K][N] the penalty picked for each probe on the fit episodes
         },
     }
+    active = [] if rates is None else action_slot_indices(rates)
+    if 0 < len(active) < flat.shape[1]:
+        log(f"DCI probes on the {len(active)} action slots {active}")
+        sub = dci(flat[:, active], cells, grid * grid, config.dci_fit_fraction, config.seed, groups, probe)
+        action_record = _dci_record(sub)
+        action_record["matching"] = [[active[i], j] for i, j in sub.matching]  # back to the model's slot numbers
+        record["action_slots"] = {"slots": active, **action_record}
+    return record
 
 
 def _dci_record(result: DCIResult) -> dict[str, Any]:
