@@ -526,8 +526,9 @@ def _slot_sections(label: str, run: Evaluation, names: Sequence[str], out: Path,
             parts += [
                 f"Over the action slots alone (slots {', '.join(map(str, sub['slots']))}, picked by their action "
                 f"rate, not by the ground truth), D / C / I = {scores}. The paper scores K = 4 slots for 4 agents, "
-                "so none of its slots holds the background; the other slots here hold the background, and their "
-                "vectors read the agents' positions off the holes the agents cut in their attention.",
+                "so none of its slots holds the background; here the slots without actions hold the background "
+                "(or agents the model gives no action), and a background slot can read the agents' positions off "
+                "the holes they cut in its attention.",
                 "",
             ]
     else:
