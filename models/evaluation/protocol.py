@@ -339,7 +339,7 @@ def slot_dci(
 
     With the slots' mean action rates [K], also DCI over the action slots alone (`action_slots`): the paper
     scores K = 4 slots for 4 agents, so no slot holds the background, while our K = agents + 2 leaves slots for
-    the background, and those read every agent's position off the holes the agents cut in their attention. The
+    the background, and those can read the agents' positions off the holes the agents cut in their attention. The
     action slots are picked by the model's own rates, never by the ground truth; the all-slot scores stay the
     headline.
     """
