@@ -36,6 +36,10 @@ class FactorizerConfig:
     # proportionally faded mean, so an empty slot reads ~0. 0 keeps the original rule (with its epsilon).
     mass_floor: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.mass_floor < 0:
+            raise ValueError(f"factorizer.mass_floor must be >= 0 (tokens' worth of attention), got {self.mass_floor}")
+
 
 @dataclass
 class FactorizerCache:

@@ -324,7 +324,7 @@ def summary_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[st
         return f"{d[key]:.3f} (random {d['random'][key]:.3f})"
 
     def action_dci(s: dict[str, Any]) -> str:
-        sub = (s.get("dci") or {}).get("action_slots")
+        sub = (s.get("dci") or {}).get("on_action_slots")
         if not isinstance(sub, dict):
             return "–"
         scores = " / ".join(f"{sub[k]:.3f}" for k in ("disentanglement", "completeness", "informativeness"))
@@ -520,7 +520,7 @@ def _slot_sections(label: str, run: Evaluation, names: Sequence[str], out: Path,
             f"![DCI importance]({name})",
             "",
         ]
-        sub = dci.get("action_slots")
+        sub = dci.get("on_action_slots")
         if isinstance(sub, dict):
             scores = " / ".join(_fmt(sub[k]) for k in ("disentanglement", "completeness", "informativeness"))
             parts += [

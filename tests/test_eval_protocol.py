@@ -202,13 +202,15 @@ def test_dci_over_the_action_slots_leaves_out_a_background_slot_that_reads_every
     config = EvalConfig(probe_iterations=60)
     rates = torch.tensor([2.0, 0.0, 2.0])  # the background slot carries no action
     result = slot_dci(torch.from_numpy(slots), dataset, episodes, config, lambda message: None, rates)
-    sub = result["action_slots"]
+    sub = result["on_action_slots"]
     assert sub["slots"] == [0, 2]
     assert sorted(map(tuple, sub["matching"])) == [(0, 1), (2, 0)]  # in the model's slot numbers
     assert sub["disentanglement"] > 0.9 and sub["completeness"] > 0.9
     assert result["completeness"] < sub["completeness"] - 0.1  # the background slot shares every entity
     every_slot_acts = slot_dci(torch.from_numpy(slots), dataset, episodes, config, lambda m: None, torch.ones(3))
-    assert "action_slots" not in every_slot_acts  # nothing to leave out
+    assert "on_action_slots" not in every_slot_acts  # nothing to leave out
+    one_acts = slot_dci(torch.from_numpy(slots), dataset, episodes, config, lambda m: None, torch.tensor([2.0, 0, 0]))
+    assert "on_action_slots" not in one_acts  # one slot: completeness over one slot would be 1 whatever it reads
 
 
 def test_reading_the_whole_episode_gives_the_windows_actions(tiny_checkpoints: Path, tiny_dataset: Path) -> None:

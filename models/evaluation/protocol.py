@@ -23,7 +23,7 @@ import torch
 
 from flam.models.actions import prior_actions
 from flam.models.lam import LAMState, action_slot_indices, count_action_slots
-from flam.models.metrics.dci import DCIResult, ProbeConfig, dci, dci_random_reference
+from flam.models.metrics.dci import DCIResult, ProbeConfig, dci, dci_from_importance, dci_random_reference
 from flam.models.metrics.fvd import frechet_video_distance
 from flam.models.metrics.i3d import MIN_FRAMES
 from flam.models.metrics.locality import edit_effect, edit_locality
@@ -337,11 +337,11 @@ def slot_dci(
 ) -> dict[str, Any]:
     """DCI of the slots [V, T, K, D] for the entities' probe-grid cells, with the random reference.
 
-    With the slots' mean action rates [K], also DCI over the action slots alone (`action_slots`): the paper
-    scores K = 4 slots for 4 agents, so no slot holds the background, while our K = agents + 2 leaves slots for
-    the background, and those can read the agents' positions off the holes the agents cut in their attention. The
-    action slots are picked by the model's own rates, never by the ground truth; the all-slot scores stay the
-    headline.
+    With the slots' mean action rates [K], also DCI over the action slots alone (`on_action_slots`, when two or
+    more but not all slots act): the paper scores K = 4 slots for 4 agents, so no slot holds the background, while
+    our K = agents + 2 leaves slots for the background, and those can read the agents' positions off the holes the
+    agents cut in their attention. The action slots are picked by the model's own rates, never by the ground
+    truth; the all-slot scores stay the headline.
     """
     if len(episodes) < 3:
         return not_applicable(
@@ -372,12 +372,15 @@ def slot_dci(
         },
     }
     active = [] if rates is None else action_slot_indices(rates)
-    if 0 < len(active) < flat.shape[1]:
-        log(f"DCI probes on the {len(active)} action slots {active}")
-        sub = dci(flat[:, active], cells, grid * grid, config.dci_fit_fraction, config.seed, groups, probe)
-        action_record = _dci_record(sub)
-        action_record["matching"] = [[active[i], j] for i, j in sub.matching]  # back to the model's slot numbers
-        record["action_slots"] = {"slots": active, **action_record}
+    if 2 <= len(active) < flat.shape[1]:
+        # The same probes, restricted to the action slots' rows of R (completeness is then normalised over those
+        # slots, as the paper's K = 4 is); matching in the model's slot numbers.
+        sub = dci_from_importance(result.importance[active], result.accuracy[active], probe.min_importance)
+        record["on_action_slots"] = {
+            "slots": active,
+            **{name: getattr(sub, name) for name in ("disentanglement", "completeness", "informativeness")},
+            "matching": [[active[i], j] for i, j in sub.matching],
+        }
     return record
 
 
