@@ -16,8 +16,8 @@ resume_flag() { [ -f "$1/config.json" ] && echo --resume || true; }
 $flam train tokenizer --data "$data" --out "$set_dir/tokenizer" $(resume_flag "$set_dir/tokenizer")
 # flam-mixture: FLAM with the per-cell mixture aggregator (reports/binding: every agent gets an action slot);
 # flam-anchored: the mixture with claims anchored on each slot's mask (the slot holding an agent moves it), and a
-# mass floor so a slot with no tokens reads nothing; 6,000 steps: at 4 agents it beat 20,000 steps without the floor
-# (38.6 vs 37.8 dB) in 31 min. The shipped multigrid-8 flam-anchored predates this recipe (its card has its command).
+# mass floor so a slot with no tokens reads almost nothing; 6,000 steps: at 4 agents it beat 20,000 steps without the
+# floor (38.6 vs 37.8 dB) in 31 min. Both shipped flam-anchored models follow this recipe, so --resume accepts them.
 for model in flam flam-mixture flam-anchored monolithic; do
   case $model in
     flam-mixture) options=(--arch flam --set aggregator=mixture) ;;
