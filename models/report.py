@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from flam.models.lam import ACTIVE_RATE
+from flam.models.metrics.dci import DCI_SCORES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -299,6 +300,11 @@ def entity_names(count: int) -> list[str]:
     return [f"entity {j}" for j in range(count)]
 
 
+def dci_scores(record: dict[str, Any], digits: int = 3) -> str:
+    """ "D / C / I" of a DCI record, e.g. "0.758 / 0.598 / 0.926"."""
+    return " / ".join(_fmt(record[name], digits) for name in DCI_SCORES)
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -327,8 +333,7 @@ def summary_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, list[st
         sub = (s.get("dci") or {}).get("on_action_slots")
         if not isinstance(sub, dict):
             return "–"
-        scores = " / ".join(f"{sub[k]:.3f}" for k in ("disentanglement", "completeness", "informativeness"))
-        return f"{scores} (slots {', '.join(map(str, sub['slots']))})"
+        return f"{dci_scores(sub)} (slots {', '.join(map(str, sub['slots']))})"
 
     rows = [
         ("PSNR ↑ (dB)", [_fmt(s["psnr"], 2) for s in summaries]),
@@ -501,12 +506,12 @@ def _slot_sections(label: str, run: Evaluation, names: Sequence[str], out: Path,
         random = dci["random"]
         parts += [
             markdown_table(
-                ["", "disentanglement", "completeness", "informativeness"],
+                ["", *DCI_SCORES],
                 [
-                    [label, *(_fmt(dci[k]) for k in ("disentanglement", "completeness", "informativeness"))],
+                    [label, *(_fmt(dci[k]) for k in DCI_SCORES)],
                     [
                         "random representation",
-                        *(_fmt(random[k]) for k in ("disentanglement", "completeness", "informativeness")),
+                        *(_fmt(random[k]) for k in DCI_SCORES),
                     ],
                 ],
             ),
@@ -522,13 +527,12 @@ def _slot_sections(label: str, run: Evaluation, names: Sequence[str], out: Path,
         ]
         sub = dci.get("on_action_slots")
         if isinstance(sub, dict):
-            scores = " / ".join(_fmt(sub[k]) for k in ("disentanglement", "completeness", "informativeness"))
             parts += [
                 f"Over the action slots alone (slots {', '.join(map(str, sub['slots']))}, picked by their action "
-                f"rate, not by the ground truth), D / C / I = {scores}. The paper scores K = 4 slots for 4 agents, "
-                "so none of its slots holds the background; here the slots without actions hold the background "
-                "(or agents the model gives no action), and a background slot can read the agents' positions off "
-                "the holes they cut in its attention.",
+                f"rate, not by the ground truth), D / C / I = {dci_scores(sub)}. The paper scores K = 4 slots for "
+                "4 agents, so none of its slots holds the background; here the slots without actions hold the "
+                "background (or agents the model gives no action), and a background slot can read the agents' "
+                "positions off the holes they cut in its attention.",
                 "",
             ]
     else:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flam.models.evaluation.protocol import entity_cells
-from flam.models.metrics.dci import DCIResult, ProbeConfig, dci
+from flam.models.evaluation.protocol import dci_inputs
+from flam.models.metrics.dci import DCIResult, ProbeConfig, dci, dci_from_importance
 from flam.models.world_model import load_world_model
 from flam.worlds.dataset import Dataset
 
@@ -44,21 +44,18 @@ def main() -> None:
         for first in range(0, len(episodes), 16):
             _, inference = model.analyse(torch.from_numpy(dataset.frames_for(episodes[first : first + 16])))
             slots.append(inference.slots.float())
-    slots_all = torch.cat(slots)  # [V, T, K, D]
-    grid = int(dataset.manifest.get("probe_grid") or 8)
-    positions = np.stack([dataset.ground_truth(e).positions for e in episodes])  # [V, T, N, 2]
-    cells = entity_cells(positions, dataset.image_size, grid).reshape(-1, positions.shape[2])  # [V*T, N]
-    flat = slots_all.flatten(0, 1)  # [V*T, K, D]
-    groups = np.repeat(np.arange(len(episodes)), slots_all.shape[1])  # [V*T] episode of each frame
+    flat, cells, num_cells, groups = dci_inputs(torch.cat(slots), dataset, episodes)
     print(f"{args.checkpoint} on {len(episodes)} {args.split!r} episodes; importance R is slots x entities")
     show(
         f"fixed penalty {args.fixed_l2:g}",
-        dci(flat, cells, grid * grid, groups=groups, config=ProbeConfig(l2_grid=(args.fixed_l2,))),
+        dci(flat, cells, num_cells, groups=groups, config=ProbeConfig(l2_grid=(args.fixed_l2,))),
     )
-    picked = dci(flat, cells, grid * grid, groups=groups)
+    picked = dci(flat, cells, num_cells, groups=groups)
     show("picked penalties", picked)
     keep = [slot for slot, _ in picked.matching]
-    show(f"picked penalties, matched slots {keep} alone", dci(flat[:, keep], cells, grid * grid, groups=groups))
+    # The same probes, restricted to the matched slots' rows of R (as `flam eval` restricts to its action slots).
+    alone = dci_from_importance(picked.importance[keep], picked.accuracy[keep], ProbeConfig().min_importance)
+    show(f"picked penalties, matched slots {keep} alone", alone)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from flam.models.checkpoint import CONFIG_FILE, TRAINING_FILE
 from flam.models.evaluation.protocol import EvalConfig, Evaluation, evaluate
 from flam.models.model_set import TOKENIZER
 from flam.models.report import (
+    dci_scores,
     line_plot,
     markdown_table,
     matrix_figure,
@@ -210,7 +211,7 @@ def _dci_cell(run: Evaluation | None) -> str:
     dci = run.summary.get("dci") if run is not None else None
     if not isinstance(dci, dict) or not dci.get("applicable"):
         return "n/a"
-    return " / ".join(f"{dci[k]:.2f}" for k in ("disentanglement", "completeness", "informativeness"))
+    return dci_scores(dci, digits=2)
 
 
 def write_scaling_report(out: Path, results: dict[int, dict[str, Evaluation]], config: ExperimentConfig) -> Path:

@@ -23,7 +23,14 @@ import torch
 
 from flam.models.actions import prior_actions
 from flam.models.lam import LAMState, action_slot_indices, count_action_slots
-from flam.models.metrics.dci import DCIResult, ProbeConfig, dci, dci_from_importance, dci_random_reference
+from flam.models.metrics.dci import (
+    DCI_SCORES,
+    DCIResult,
+    ProbeConfig,
+    dci,
+    dci_from_importance,
+    dci_random_reference,
+)
 from flam.models.metrics.fvd import frechet_video_distance
 from flam.models.metrics.i3d import MIN_FRAMES
 from flam.models.metrics.locality import edit_effect, edit_locality
@@ -327,6 +334,18 @@ def entity_cells(positions: np.ndarray, image_size: int, grid: int) -> np.ndarra
     return rc[..., 0] * grid + rc[..., 1]
 
 
+def dci_inputs(
+    slots: torch.Tensor, dataset: Dataset, episodes: list[int]
+) -> tuple[torch.Tensor, np.ndarray, int, np.ndarray]:
+    """Slots [V, T, K, D] of episodes -> the probes' frames [V*T, K, D], each entity's probe-grid cell [V*T, N],
+    the number of cells, and each frame's episode [V*T] (the fit/score split keeps episodes whole)."""
+    grid = int(dataset.manifest.get("probe_grid") or 8)
+    positions = np.stack([dataset.ground_truth(e).positions for e in episodes])  # [V, T, N, 2]
+    cells = entity_cells(positions, dataset.image_size, grid).reshape(-1, positions.shape[2])  # [V*T, N]
+    groups = np.repeat(np.arange(len(episodes)), slots.shape[1])  # [V*T]
+    return slots.flatten(0, 1), cells, grid * grid, groups
+
+
 def slot_dci(
     slots: torch.Tensor,
     dataset: Dataset,
@@ -348,23 +367,19 @@ def slot_dci(
             "DCI fits probes on some episodes (their penalties picked on part of those) and scores them on others: "
             "needs 3 or more"
         )
-    grid = int(dataset.manifest.get("probe_grid") or 8)
-    positions = np.stack([dataset.ground_truth(e).positions for e in episodes])  # [V, T, N, 2]
-    cells = entity_cells(positions, dataset.image_size, grid).reshape(-1, positions.shape[2])  # [V*T, N]
-    flat = slots.flatten(0, 1)  # [V*T, K, D]
-    groups = np.repeat(np.arange(len(episodes)), slots.shape[1])  # [V*T] episode of each frame
+    flat, cells, num_cells, groups = dci_inputs(slots, dataset, episodes)
     log(f"DCI probes on {flat.shape[0]} frames ({flat.shape[1]} slots x {cells.shape[1]} entities)")
     probe = ProbeConfig(max_iter=config.probe_iterations)
-    result = dci(flat, cells, grid * grid, config.dci_fit_fraction, config.seed, groups, probe)
+    result = dci(flat, cells, num_cells, config.dci_fit_fraction, config.seed, groups, probe)
     random = dci_random_reference(
-        tuple(flat.shape), cells, grid * grid, config.dci_fit_fraction, config.seed, groups, probe
+        tuple(flat.shape), cells, num_cells, config.dci_fit_fraction, config.seed, groups, probe
     )
     record = {
         "applicable": True,
         **_dci_record(result),
-        "random": {name: getattr(random, name) for name in ("disentanglement", "completeness", "informativeness")},
+        "random": {name: getattr(random, name) for name in DCI_SCORES},
         "probe": {
-            "grid": grid,
+            "grid": math.isqrt(num_cells),
             "frames": int(flat.shape[0]),
             "fit_fraction": config.dci_fit_fraction,
             "l2_grid": list(probe.l2_grid),
@@ -378,7 +393,7 @@ def slot_dci(
         sub = dci_from_importance(result.importance[active], result.accuracy[active], probe.min_importance)
         record["on_action_slots"] = {
             "slots": active,
-            **{name: getattr(sub, name) for name in ("disentanglement", "completeness", "informativeness")},
+            **{name: getattr(sub, name) for name in DCI_SCORES},
             "matching": [[active[i], j] for i, j in sub.matching],
         }
     return record

@@ -36,6 +36,9 @@ class ProbeConfig:
     min_importance: float = 0.05
 
 
+DCI_SCORES = ("disentanglement", "completeness", "informativeness")  # DCIResult's scores, in the usual order
+
+
 @dataclass(frozen=True)
 class DCIResult:
     """Scores in [0, 1] plus the matrices behind them (K slots × N entities)."""
