@@ -120,7 +120,9 @@ class RolloutResponse(BaseModel):
     media_type: str = Field(description="image/png, image/gif or video/mp4.")
     actions: list[list[list[float]]] = Field(description="The actions used, [horizon][K][d/K].")
     masks: list[list[list[list[float]]]] | None = Field(
-        None, description="With return_masks: slot masks of each predicted frame, [horizon][K][h][w], sum 1 over K."
+        None,
+        description="With return_masks: slot masks of each predicted frame, [horizon][K][h][w], sum 1 over K "
+        "(at most 1 with a background sink: the rest is background).",
     )
     timing_ms: dict[str, float] = Field(
         description="Milliseconds per stage: context, plan, queue, rollout, encode, total."
@@ -148,7 +150,10 @@ class AnalyseResponse(BaseModel):
     grid: list[int] = Field(description="[h, w]: the token grid the masks live on.")
     actions: list[list[list[float]]] = Field(description="Posterior-mean actions [T-1][K][d/K].")
     action_std: list[list[list[float]]] = Field(description="Posterior standard deviations [T-1][K][d/K].")
-    masks: list[list[list[list[float]]]] | None = Field(None, description="Slot masks [T][K][h][w], sum 1 over K.")
+    masks: list[list[list[list[float]]]] | None = Field(
+        None,
+        description="Slot masks [T][K][h][w], sum 1 over K (at most 1 with a background sink: the rest is background).",
+    )
     entity_slots: list[list[int]] | None = Field(
         None,
         description="Episodes with ground truth: the slot holding most of each entity's pixels, [T][N] (-1: the "

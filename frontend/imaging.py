@@ -1,7 +1,8 @@
 """Pictures of the studio in numpy and PIL: slot overlays, legend thumbnails, difference heatmaps, the locality
 share, playback GIFs, filmstrips and a check of uploaded frames against the training data.
 
-Frames are uint8 [H, W, 3]; masks are slot weights on the token grid [K, h, w] (sum 1 over K). Every picture is
+Frames are uint8 [H, W, 3]; masks are slot weights on the token grid [K, h, w] (sum 1 over K, or less: a model with a
+background sink leaves the rest of each cell to a background no slot holds). Every picture is
 an integer nearest-neighbour upscale, so each source pixel is a solid block that tests can read back exactly.
 """
 
@@ -68,16 +69,26 @@ def masks_to_pixels(masks: np.ndarray, size: int) -> np.ndarray:
 
 
 def owners(masks: np.ndarray) -> np.ndarray:
-    """Slot weights [..., K, h, w] -> the slot that wins each cell [..., h, w]."""
-    return masks.argmax(axis=-3)
+    """Slot weights [..., K, h, w] -> the slot that wins each cell [..., h, w], or -1 where the background (the
+    share no slot holds) outweighs every slot."""
+    background = 1.0 - masks.sum(axis=-3)
+    return np.where(masks.max(axis=-3) >= background, masks.argmax(axis=-3), -1)
 
 
-def slot_at(masks: np.ndarray, x: float, y: float, width: int, height: int) -> int:
-    """The slot whose mask wins at pixel (x, y) of a picture of the masks [K, h, w] shown at width x height."""
+def owned_cells(masks: np.ndarray) -> np.ndarray:
+    """Slot weights [..., K, h, w] -> how many cells each slot wins [K]."""
+    won = owners(masks)
+    return np.bincount(won[won >= 0], minlength=masks.shape[-3])
+
+
+def slot_at(masks: np.ndarray, x: float, y: float, width: int, height: int) -> int | None:
+    """The slot that wins at pixel (x, y) of a picture of the masks [K, h, w] shown at width x height; None on the
+    background."""
     grid_h, grid_w = masks.shape[-2:]
     row = min(grid_h - 1, max(0, int(y * grid_h // height)))
     col = min(grid_w - 1, max(0, int(x * grid_w // width)))
-    return int(masks[:, row, col].argmax())
+    owner = int(owners(masks)[row, col])
+    return owner if owner >= 0 else None
 
 
 def _outline(region: np.ndarray, thickness: int) -> np.ndarray:

@@ -341,10 +341,12 @@ class Studio:
         return out
 
     def click_scene(self, session: Session, x: float, y: float, controls: Controls) -> dict[str, Any]:
-        """Select the slot whose mask wins where the frame was clicked ((x, y) in displayed pixels)."""
+        """Select the slot whose mask wins where the frame was clicked ((x, y) in displayed pixels); a click on the
+        background (a cell no slot holds) keeps the selection and its edit."""
         scene = self._current(session)
         size = scene.frame.shape[0] * _scale(scene.frame.shape[0], SCENE_PX)
-        return self.select_slot(session, imaging.slot_at(scene.masks, x, y, size, size), controls)
+        slot = imaging.slot_at(scene.masks, x, y, size, size)
+        return {"session": session} if slot is None else self.select_slot(session, slot, controls)
 
     def select_slot(self, session: Session, slot: int, controls: Controls) -> dict[str, Any]:
         """Select a slot: its edit starts from its inferred action (no change)."""
@@ -415,8 +417,8 @@ class Studio:
     def _open(self, session: Session, scene: Scene, upload_note: str) -> dict[str, Any]:
         """Show a new scene with an entity's slot selected and no edit.
 
-        With ground truth: the slot that holds one entity most consistently; without: the second-largest slot
-        by area (the largest is usually the background)."""
+        With ground truth: the slot that holds one entity most consistently; without: the largest slot by area, or
+        the second-largest when no cell is left to a background sink (then the largest is usually the background)."""
         session.scene = scene
         session.baselines.clear()
         session.mode = "delta"
@@ -424,8 +426,9 @@ class Studio:
         if scene.ownership is not None and scene.ownership.max() > 0:
             session.slot = int(np.unravel_index(scene.ownership.argmax(), scene.ownership.shape)[0])
         else:
-            counts = np.bincount(imaging.owners(scene.masks).ravel(), minlength=scene.model.n_slots)
-            session.slot = int(np.argsort(counts)[-2]) if scene.model.n_slots > 1 else int(counts.argmax())
+            counts = imaging.owned_cells(scene.masks)
+            sink = (imaging.owners(scene.masks) < 0).any()
+            session.slot = int(counts.argmax()) if sink or len(counts) < 2 else int(np.argsort(counts)[-2])
         values = self._slider_values(scene, session, np.zeros(scene.model.action_dim))
         controls = Controls(values)
         out = self._selection(session)
@@ -516,7 +519,7 @@ class Studio:
         frame, masks, k = scene.frame, scene.masks, session.slot
         size = frame.shape[0]
         legend = []
-        area = np.bincount(imaging.owners(masks).ravel(), minlength=scene.model.n_slots) / masks[0].size
+        area = imaging.owned_cells(masks) / masks[0].size
         for slot in range(scene.model.n_slots):
             caption = f"slot {slot} · {area[slot]:.0%}"
             legend.append((imaging.slot_thumbnail(frame, masks, slot, _scale(size, LEGEND_PX)), caption))

@@ -35,6 +35,14 @@ class FactorizerConfig:
     # by max(mass, mass_floor) instead makes a slot with under `mass_floor` tokens' worth of attention read a
     # proportionally faded mean, so an empty slot reads ~0. 0 keeps the original rule (with its epsilon).
     mass_floor: float = 0.0
+    # A (K+1)-th competitor for the tokens, with a learned query of its own, whose read is thrown away: tokens that
+    # no slot needs (the static background) can go there instead of into a slot. Without it the background fills
+    # one or two slots, and since a slot reads a weighted mean over the tokens it wins, a background slot's value is
+    # the mean over the grid minus the entities' cells: it encodes where the entities are (on the 4-agent default,
+    # the two background slots predicted the agents' cells with DCI importance 0.10-0.40 each, holding completeness
+    # over all slots at 0.60). With the sink the masks sum to at most 1 over the K slots; the rest is background.
+    # Only a cost on slot mass (FLAMConfig.slot_mass_cost) gives the background a reason to move there.
+    background_sink: bool = False
 
     def __post_init__(self) -> None:
         if self.mass_floor < 0:
@@ -58,7 +66,8 @@ def token_weights(masks: torch.Tensor, mass_floor: float) -> torch.Tensor:
 
 
 class Factorizer(nn.Module):
-    """Feature grids -> slots [.., K, D] and attention masks [.., K, N] (masks sum to 1 over slots)."""
+    """Feature grids -> slots [.., K, D] and attention masks [.., K, N] (masks sum to 1 over slots, or to 1 minus
+    the background's share with the background sink)."""
 
     def __init__(self, config: FactorizerConfig) -> None:
         super().__init__()
@@ -72,6 +81,8 @@ class Factorizer(nn.Module):
         self.to_k = nn.Linear(d, d, bias=False)
         self.to_v = nn.Linear(d, d, bias=False)
         self.slot_init = nn.Parameter(torch.randn(config.n_slots, d))  # learned, one per slot
+        # The sink's query is fixed (it never updates from what it reads); zeros = an even start with the slots.
+        self.sink_query = nn.Parameter(torch.zeros(d)) if config.background_sink else None
         self.norm_slots = nn.LayerNorm(d)
         self.to_q = nn.Linear(d, d, bias=False)
         self.gru = nn.GRUCell(d, d)
@@ -91,7 +102,10 @@ class Factorizer(nn.Module):
         m, n_slots, d = slots.shape
         q = self.to_q(self.norm_slots(slots))  # [M, K, D]
         logits = torch.einsum("mkd,mnd->mkn", q, k) * d**-0.5  # [M, K, N]
-        masks = logits.softmax(dim=1)  # softmax over SLOTS: slots compete for every token
+        if self.sink_query is not None:
+            sink = torch.einsum("d,mnd->mn", self.sink_query, k) * d**-0.5  # [M, N]
+            logits = torch.cat([logits, sink[:, None]], dim=1)  # [M, K + 1, N]
+        masks = logits.softmax(dim=1)[:, :n_slots]  # softmax over SLOTS: slots compete for every token
         weights = token_weights(masks, self.config.mass_floor)  # [M, K, N]
         updates = torch.einsum("mkn,mnd->mkd", weights, v)  # [M, K, D]
         slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).reshape(m, n_slots, d)

@@ -31,7 +31,7 @@ class Inference:
     """What a model reads off a clip of T frames: slots, slot masks and the posterior-mean actions."""
 
     slots: torch.Tensor  # [B, T, K, D] (monolithic: K = 1, D = 0)
-    masks: torch.Tensor  # [B, T, K, h, w] sums to 1 over K
+    masks: torch.Tensor  # [B, T, K, h, w] sums to 1 over K (to at most 1 with a background sink)
     actions: torch.Tensor  # [B, T-1, K, A] posterior means
     action_std: torch.Tensor  # [B, T-1, K, A] posterior standard deviations
 

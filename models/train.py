@@ -423,7 +423,7 @@ def token_masks(entity_map: np.ndarray, grid: int, n_entities: int) -> np.ndarra
 def binding_scores(masks: torch.Tensor, entity_tokens: torch.Tensor) -> dict[str, float]:
     """How well slots bind entities on validation clips.
 
-    masks [F, K, h, w] (slot masks, sum 1 over K), entity_tokens [F, N, h, w] (each entity's share of a token).
+    masks [F, K, h, w] (slot masks, sum at most 1 over K), entity_tokens [F, N, h, w] (each entity's share of a token).
     `binding`: share of entities whose dominant slot is dominant for no other entity; `purity`: mean mask mass
     of an entity's tokens that goes to its dominant slot.
     """

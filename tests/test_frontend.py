@@ -173,12 +173,23 @@ def test_correspondence_counts_visible_frames() -> None:
 
 
 def test_a_click_picks_the_slot_that_wins_at_that_pixel() -> None:
-    masks = np.full((3, 4, 4), 0.2)
-    masks[2, 1, 3] = 0.9
-    masks[1, 0, 0] = 0.7
+    masks = np.full((3, 4, 4), 1 / 3)
+    masks[:, 1, 3] = [0.05, 0.05, 0.9]
+    masks[:, 0, 0] = [0.2, 0.7, 0.1]
     assert imaging.slot_at(masks, x=300, y=100, width=320, height=320) == 2
     assert imaging.slot_at(masks, x=10, y=10, width=320, height=320) == 1
     assert imaging.slot_at(masks, x=320, y=320, width=320, height=320) == 0  # the far edge stays on the grid
+
+
+def test_cells_left_to_a_background_sink_belong_to_no_slot() -> None:
+    masks = np.full((3, 4, 4), 0.02)  # the sink holds 0.94 of every cell ...
+    masks[:, 1, 3] = [0.05, 0.05, 0.8]  # ... but these two, which slots 2 and 1 win
+    masks[:, 0, 0] = [0.1, 0.6, 0.1]
+    won = imaging.owners(masks)
+    assert won[1, 3] == 2 and won[0, 0] == 1 and (won >= 0).sum() == 2
+    np.testing.assert_array_equal(imaging.owned_cells(masks), [0, 1, 1])
+    assert imaging.slot_at(masks, x=300, y=100, width=320, height=320) == 2
+    assert imaging.slot_at(masks, x=200, y=200, width=320, height=320) is None
 
 
 def test_overlay_and_thumbnails_keep_the_frame_geometry() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -64,8 +65,19 @@ def test_token_weights_fade_a_slot_with_less_mass_than_the_floor() -> None:
     torch.testing.assert_close(floored.sum(dim=-1), torch.tensor([1.0, 0.2, 0.9]))
 
 
-@pytest.mark.parametrize(("temporal", "mass_floor"), [(True, 0.0), (False, 0.0), (True, 1.0)])
-def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float) -> None:
+def test_background_sink_competes_for_every_token_as_one_more_slot() -> None:
+    fac = Factorizer(replace(flam_config().factorizer, background_sink=True))
+    with torch.no_grad():
+        fac.to_q.weight.zero_()  # every slot's logit 0, like the sink's zero query: K + 1 even competitors
+        slots, masks, _ = fac(codes())
+    assert slots.shape == (2, 5, K, 16) and masks.shape == (2, 5, K, G * G)
+    torch.testing.assert_close(masks, torch.full_like(masks, 1 / (K + 1)))  # the sink keeps 1 / (K + 1) of each
+
+
+@pytest.mark.parametrize(
+    ("temporal", "mass_floor", "sink"), [(True, 0.0, False), (False, 0.0, False), (True, 1.0, False), (True, 1.0, True)]
+)
+def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float, sink: bool) -> None:
     config = FactorizerConfig(
         feature_dim=E,
         grid=G,
@@ -75,8 +87,11 @@ def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float
         temporal_window=3,
         temporal_attention=temporal,
         mass_floor=mass_floor,
+        background_sink=sink,
     )
     fac = Factorizer(config).eval()
+    if sink:
+        torch.nn.init.normal_(fac.sink_query)  # away from the zero start, so the sink's share differs by token
     z = codes(t=6)
     with torch.no_grad():
         slots, masks, _ = fac(z)
@@ -202,6 +217,37 @@ def test_slot_capacity_charges_only_the_rate_above_the_cap() -> None:
     torch.testing.assert_close(losses[1e-3].loss, torch.as_tensor(expected, dtype=base.loss.dtype))
 
 
+def test_slot_mass_cost_charges_the_mean_slot_mass_of_a_token() -> None:
+    sink = replace(flam_config().factorizer, background_sink=True)
+    z = codes()
+    losses = {}
+    for cost in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = FLAM(replace(flam_config(), factorizer=sink, slot_mass_cost=cost)).eval()
+        with torch.no_grad():
+            losses[cost] = model(z)
+            _, masks, _ = model.factorizer(z)
+    slot_mass = masks.sum(dim=2).mean()  # [B, T, N] slot share of every token, averaged
+    assert 0 < slot_mass < 1
+    torch.testing.assert_close(losses[0.5].loss, losses[0.0].loss + 0.5 * slot_mass)
+    assert losses[0.5].logs["slot_mass"] == pytest.approx(slot_mass.item())
+
+
+def test_slot_mass_cost_waits_for_its_warmup_then_ramps_up() -> None:
+    config = replace(flam_config(), factorizer=replace(flam_config().factorizer, background_sink=True))
+    model = FLAM(replace(config, slot_mass_cost=0.4, slot_mass_warmup=2))
+    weights = []
+    for _ in range(5):
+        weights.append(model.slot_mass_weight())
+        model(codes())  # a training step counts ...
+    model.eval()
+    with torch.no_grad():
+        model(codes())  # ... validation does not
+    assert weights == pytest.approx([0.0, 0.0, 0.0, 0.2, 0.4])
+    assert int(model.steps_trained) == 5
+    assert "steps_trained" in model.state_dict()  # saved, so a resumed run keeps its place in the schedule
+
+
 def test_flam_config_rejects_unknown_choices() -> None:
     with pytest.raises(ValueError, match="aggregator must be"):
         flam_config(aggregator="sum")
@@ -209,6 +255,8 @@ def test_flam_config_rejects_unknown_choices() -> None:
         flam_config(coupling="loose")
     with pytest.raises(ValueError, match="must be >= 0"):
         flam_config(slot_capacity=-1.0)
+    with pytest.raises(ValueError, match="needs factorizer.background_sink"):
+        flam_config(slot_mass_cost=0.01)  # without the sink the masses always sum to 1
 
 
 @pytest.mark.parametrize("arch", ["flam", "flam-mixture", "monolithic"])
