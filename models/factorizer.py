@@ -41,7 +41,7 @@ class FactorizerConfig:
     # the mean over the grid minus the entities' cells: it encodes where the entities are (on the 4-agent default,
     # the two background slots predicted the agents' cells with DCI importance 0.10-0.40 each, holding completeness
     # over all slots at 0.60). With the sink the masks sum to at most 1 over the K slots; the rest is background.
-    # Only a cost on slot mass (FLAMConfig.slot_mass_cost) gives the background a reason to move there.
+    # Only a cost on what the slots hold (FLAMConfig.background_cost) gives the background a reason to move there.
     background_sink: bool = False
 
     def __post_init__(self) -> None:
@@ -83,6 +83,9 @@ class Factorizer(nn.Module):
         self.slot_init = nn.Parameter(torch.randn(config.n_slots, d))  # learned, one per slot
         # The sink's query is fixed (it never updates from what it reads); zeros = an even start with the slots.
         self.sink_query = nn.Parameter(torch.zeros(d)) if config.background_sink else None
+        # With the sink: log of its share of every token [.., N] in the last attention pass (the last iteration of
+        # the last forward or step), kept exact for the background cost, which must see it however small it gets.
+        self.background_log_share: torch.Tensor | None = None
         self.norm_slots = nn.LayerNorm(d)
         self.to_q = nn.Linear(d, d, bias=False)
         self.gru = nn.GRUCell(d, d)
@@ -102,10 +105,13 @@ class Factorizer(nn.Module):
         m, n_slots, d = slots.shape
         q = self.to_q(self.norm_slots(slots))  # [M, K, D]
         logits = torch.einsum("mkd,mnd->mkn", q, k) * d**-0.5  # [M, K, N]
-        if self.sink_query is not None:
+        if self.sink_query is None:
+            masks = logits.softmax(dim=1)  # softmax over SLOTS: slots compete for every token
+        else:
             sink = torch.einsum("d,mnd->mn", self.sink_query, k) * d**-0.5  # [M, N]
-            logits = torch.cat([logits, sink[:, None]], dim=1)  # [M, K + 1, N]
-        masks = logits.softmax(dim=1)[:, :n_slots]  # softmax over SLOTS: slots compete for every token
+            log_masks = torch.cat([logits, sink[:, None]], dim=1).float().log_softmax(dim=1)  # [M, K + 1, N]
+            self.background_log_share = log_masks[:, n_slots]  # [M, N]
+            masks = log_masks[:, :n_slots].exp()
         weights = token_weights(masks, self.config.mass_floor)  # [M, K, N]
         updates = torch.einsum("mkn,mnd->mkd", weights, v)  # [M, K, D]
         slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).reshape(m, n_slots, d)

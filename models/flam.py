@@ -42,15 +42,17 @@ class FLAMConfig:
     # (reports/binding): a 1.5-nat cap from step 0 keeps every slot's rate near 0, so actions are never learned.
     slot_capacity: float = 0.0
     capacity_weight: float = 0.01
-    # Cost per unit of slot mass, averaged over tokens (needs factorizer.background_sink, where a token's slot masses
-    # sum to under 1): a token whose content no slot's prediction needs is cheaper in the sink, so the static
-    # background leaves the slots while an entity's cells stay in theirs, held by the prediction loss. 0 = off.
-    slot_mass_cost: float = 0.0
+    # Cost per nat of -log(background share), averaged over tokens (needs factorizer.background_sink): a token
+    # whose content no slot's prediction needs is cheaper in the sink, so the static background leaves the slots,
+    # while an entity's cells stay in theirs, held by the prediction loss. 0 = off. On the log share, not the slots'
+    # mass: once the slots hold a token fully, a cost on mass has no gradient left (softmax saturation), and with
+    # a warm-up the sink's share falls that low before the cost starts (4 agents: slot mass stayed at 1.000).
+    background_cost: float = 0.0
     # Training steps before the cost starts; it then ramps up linearly over as many steps again. The slots must
-    # read the entities before the cost may empty them: applied from step 0 (4 agents, cost 0.005) it drove every
-    # token into the sink within 200 steps, and at step 1,500 no slot carried an action (slot mass 0.002, validation
-    # MSE stuck at 0.050; without the cost, 4 action slots and 0.037 by then).
-    slot_mass_warmup: int = 0
+    # read the entities before the cost may empty them: a cost on mass of 0.005 from step 0 drove every token into
+    # the sink within 200 steps, and at step 1,500 no slot carried an action (slot mass 0.002, validation MSE stuck
+    # at 0.050; without the cost, 4 action slots and 0.037 by then).
+    background_warmup: int = 0
 
     def __post_init__(self) -> None:
         for name, kind in (("coupling", Coupling), ("aggregator", AggregatorKind)):
@@ -58,12 +60,12 @@ class FLAMConfig:
                 raise ValueError(f"{name} must be one of {', '.join(get_args(kind))}, not {getattr(self, name)!r}")
         if self.slot_capacity < 0 or self.capacity_weight < 0:
             raise ValueError("slot_capacity and capacity_weight must be >= 0")
-        if self.slot_mass_cost < 0 or self.slot_mass_warmup < 0:
-            raise ValueError("slot_mass_cost and slot_mass_warmup must be >= 0")
-        if self.slot_mass_cost > 0 and not self.factorizer.background_sink:
+        if self.background_cost < 0 or self.background_warmup < 0:
+            raise ValueError("background_cost and background_warmup must be >= 0")
+        if self.background_cost > 0 and not self.factorizer.background_sink:
             raise ValueError(
-                "slot_mass_cost needs factorizer.background_sink=true: without the sink every token's slot masses "
-                "sum to 1 and the cost is a constant"
+                "background_cost needs factorizer.background_sink=true: without the sink there is no background "
+                "for the tokens to move to"
             )
 
 
@@ -239,7 +241,7 @@ class FLAM(nn.Module):
         self.idm = InverseDynamics(config)
         self.fdm = ForwardDynamics(config)
         self.aggregator = Aggregator(config) if config.aggregator == "attention" else MixtureAggregator(config)
-        if config.slot_mass_cost > 0:  # the cost's schedule: training steps taken, saved so a resumed run goes on
+        if config.background_cost > 0:  # the cost's schedule: training steps taken, saved so a resumed run goes on
             self.register_buffer("steps_trained", torch.zeros((), dtype=torch.long))
 
     def _masks(self, masks: torch.Tensor) -> torch.Tensor:
@@ -265,19 +267,19 @@ class FLAM(nn.Module):
         if self.config.slot_capacity > 0:
             loss = loss + self.config.capacity_weight * (rates - self.config.slot_capacity).clamp_min(0).sum()
         logs = {"mse": mse.item(), "kl": kl.item()}
-        if self.config.slot_mass_cost > 0:
-            slot_mass = masks.float().sum(dim=-2).mean()  # share of a token held by slots (the rest: the sink)
-            loss = loss + self.slot_mass_weight() * slot_mass
-            logs["slot_mass"] = slot_mass.item()
+        if self.config.background_cost > 0:
+            nats = -self.factorizer.background_log_share.mean()  # per token: -log(the sink's share)
+            loss = loss + self.background_weight() * nats
+            logs["background_nats"] = nats.item()
             if self.training:
                 self.steps_trained += 1
         return Loss(loss, logs, z_next.detach().unflatten(0, (z.shape[0], -1)))
 
-    def slot_mass_weight(self) -> float:
-        """The slot-mass cost's weight at this point of training (0 during the warm-up, then a linear ramp)."""
-        warmup = self.config.slot_mass_warmup
+    def background_weight(self) -> float:
+        """The background cost's weight at this point of training (0 during the warm-up, then a linear ramp)."""
+        warmup = self.config.background_warmup
         ramp = 1.0 if warmup == 0 else min(1.0, max(0.0, (int(self.steps_trained) - warmup) / warmup))
-        return self.config.slot_mass_cost * ramp
+        return self.config.background_cost * ramp
 
     def infer(self, z: torch.Tensor) -> Inference:
         slots, masks, _ = self.factorizer(z)  # [B, T, K, D], [B, T, K, N]

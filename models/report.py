@@ -75,7 +75,8 @@ def difference_frames(a: np.ndarray, b: np.ndarray, gain: int = DIFF_GAIN) -> np
 def mask_overlay(frames: np.ndarray, masks: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """uint8 [T, H, W, 3]: each pixel tinted with the colour of the slot whose mask wins its token.
 
-    frames [T, H, W, 3]; masks [T, K, h, w] (softmax over K); the tint's opacity is alpha × the winning mask value.
+    frames [T, H, W, 3]; masks [T, K, h, w] (softmax over K, with a background sink's share left out); the tint's
+    opacity is alpha × the winning mask value, so a token left to the sink stays nearly untinted.
     """
     t, height, width, _ = frames.shape
     k, h = masks.shape[1], masks.shape[2]
@@ -462,8 +463,8 @@ def _slot_sections(label: str, run: Evaluation, names: Sequence[str], out: Path,
         )
         parts += [
             "Slot masks read off the ground-truth frames: each token tinted with the colour of the slot that wins "
-            "it (softmax over slots), then every slot's own mask. Slot colours are the same in every figure and "
-            "in the app.",
+            "it (softmax over slots; with a background sink, tokens no slot needs stay untinted), then every slot's "
+            "own mask. Slot colours are the same in every figure and in the app.",
             "",
             f"![slot masks]({name})",
             "",

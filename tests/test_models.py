@@ -217,28 +217,40 @@ def test_slot_capacity_charges_only_the_rate_above_the_cap() -> None:
     torch.testing.assert_close(losses[1e-3].loss, torch.as_tensor(expected, dtype=base.loss.dtype))
 
 
-def test_slot_mass_cost_charges_the_mean_slot_mass_of_a_token() -> None:
+def test_background_cost_charges_the_mean_nats_a_token_keeps_out_of_the_sink() -> None:
     sink = replace(flam_config().factorizer, background_sink=True)
     z = codes()
     losses = {}
     for cost in (0.0, 0.5):
         torch.manual_seed(0)
-        model = FLAM(replace(flam_config(), factorizer=sink, slot_mass_cost=cost)).eval()
+        model = FLAM(replace(flam_config(), factorizer=sink, background_cost=cost)).eval()
         with torch.no_grad():
             losses[cost] = model(z)
             _, masks, _ = model.factorizer(z)
-    slot_mass = masks.sum(dim=2).mean()  # [B, T, N] slot share of every token, averaged
-    assert 0 < slot_mass < 1
-    torch.testing.assert_close(losses[0.5].loss, losses[0.0].loss + 0.5 * slot_mass)
-    assert losses[0.5].logs["slot_mass"] == pytest.approx(slot_mass.item())
+    nats = -(1 - masks.sum(dim=2)).log().mean()  # [B, T, N] the sink's share of every token, in nats
+    assert nats > 0
+    torch.testing.assert_close(losses[0.5].loss, losses[0.0].loss + 0.5 * nats)
+    assert losses[0.5].logs["background_nats"] == pytest.approx(nats.item(), rel=1e-5)
 
 
-def test_slot_mass_cost_waits_for_its_warmup_then_ramps_up() -> None:
+def test_background_cost_keeps_its_gradient_when_the_slots_hold_every_token() -> None:
+    fac = Factorizer(replace(flam_config().factorizer, background_sink=True))
+    with torch.no_grad():  # every token's key the same, and the sink's query far against it: its share underflows
+        fac.norm_input.weight.zero_()
+        fac.norm_input.bias.fill_(1.0)
+        fac.sink_query.copy_(-fac.to_k(fac.norm_input.bias) * 1e3)
+    _, masks, _ = fac(codes())
+    assert (1 - masks.sum(dim=2)).abs().max() < 1e-6  # a cost on mass would see nothing to move ...
+    (-fac.background_log_share.mean()).backward()
+    assert fac.sink_query.grad.abs().sum() > 0  # ... the log share still pulls the sink back
+
+
+def test_background_cost_waits_for_its_warmup_then_ramps_up() -> None:
     config = replace(flam_config(), factorizer=replace(flam_config().factorizer, background_sink=True))
-    model = FLAM(replace(config, slot_mass_cost=0.4, slot_mass_warmup=2))
+    model = FLAM(replace(config, background_cost=0.4, background_warmup=2))
     weights = []
     for _ in range(5):
-        weights.append(model.slot_mass_weight())
+        weights.append(model.background_weight())
         model(codes())  # a training step counts ...
     model.eval()
     with torch.no_grad():
@@ -256,7 +268,7 @@ def test_flam_config_rejects_unknown_choices() -> None:
     with pytest.raises(ValueError, match="must be >= 0"):
         flam_config(slot_capacity=-1.0)
     with pytest.raises(ValueError, match="needs factorizer.background_sink"):
-        flam_config(slot_mass_cost=0.01)  # without the sink the masses always sum to 1
+        flam_config(background_cost=0.01)
 
 
 @pytest.mark.parametrize("arch", ["flam", "flam-mixture", "monolithic"])
