@@ -74,6 +74,15 @@ def test_background_sink_competes_for_every_token_as_one_more_slot() -> None:
     torch.testing.assert_close(masks, torch.full_like(masks, 1 / (K + 1)))  # the sink keeps 1 / (K + 1) of each
 
 
+def test_read_threshold_drops_tokens_a_slot_holds_too_little_of() -> None:
+    masks = torch.tensor([[0.9, 0.05, 0.05, 0.0], [0.02, 0.03, 0.01, 0.04]])  # [K=2, N=4]
+    weights = token_weights(masks, 1.0, read_threshold=0.1)
+    torch.testing.assert_close(weights[0], torch.tensor([0.9, 0.0, 0.0, 0.0]))  # faint tokens left out
+    torch.testing.assert_close(weights[1], torch.zeros(4))  # a slot holding no token reads nothing at all
+    with pytest.raises(ValueError, match="read_threshold"):
+        FactorizerConfig(read_threshold=1.0)
+
+
 @pytest.mark.parametrize(
     ("temporal", "mass_floor", "sink"), [(True, 0.0, False), (False, 0.0, False), (True, 1.0, False), (True, 1.0, True)]
 )
@@ -88,6 +97,7 @@ def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float
         temporal_attention=temporal,
         mass_floor=mass_floor,
         background_sink=sink,
+        read_threshold=0.1 if sink else 0.0,
     )
     fac = Factorizer(config).eval()
     if sink:
