@@ -11,7 +11,7 @@ informativeness is the held-out accuracy of the probes of the Hungarian matching
 Each probe's L2 penalty is picked from a grid by the same score p on an inner split of the fit part (the scored
 part is never looked at): how strongly to regularise depends on how sharply a representation encodes position,
 and one fixed penalty under-rates sharp codes (on validation episodes of the shipped 4-agent anchored FLAM, a fixed
-1e-3 puts informativeness at 0.79 and the picked penalties at 0.92: scripts/dci_penalties.py).
+1e-3 puts informativeness at 0.83 and the picked penalties at 0.93: scripts/dci_penalties.py).
 """
 
 from dataclasses import dataclass, replace
