@@ -185,9 +185,10 @@ def test_cells_left_to_a_background_sink_belong_to_no_slot() -> None:
     masks = np.full((3, 4, 4), 0.02)  # the sink holds 0.94 of every cell ...
     masks[:, 1, 3] = [0.05, 0.05, 0.8]  # ... but these two, which slots 2 and 1 win
     masks[:, 0, 0] = [0.1, 0.6, 0.1]
+    masks[:, 3, 0] = [0.0, 0.0, 0.45]  # an entity covering part of a token: the sink holds more, the slot enough
     won = imaging.owners(masks)
-    assert won[1, 3] == 2 and won[0, 0] == 1 and (won >= 0).sum() == 2
-    np.testing.assert_array_equal(imaging.owned_cells(masks), [0, 1, 1])
+    assert won[1, 3] == 2 and won[0, 0] == 1 and won[3, 0] == 2 and (won >= 0).sum() == 3
+    np.testing.assert_array_equal(imaging.owned_cells(masks), [0, 1, 2])
     assert imaging.slot_at(masks, x=300, y=100, width=320, height=320) == 2
     assert imaging.slot_at(masks, x=200, y=200, width=320, height=320) is None
 
