@@ -38,10 +38,11 @@ class FactorizerConfig:
     # A (K+1)-th competitor for the tokens, with a learned query of its own, whose read is thrown away: tokens that
     # no slot needs (the static background) can go there instead of into a slot. Without it the background fills
     # one or two slots, and since a slot reads a weighted mean over the tokens it wins, a background slot's value is
-    # the mean over the grid minus the entities' cells: it encodes where the entities are (on the 4-agent default,
-    # the two background slots predicted the agents' cells with DCI importance 0.10-0.40 each, holding completeness
-    # over all slots at 0.60). With the sink the masks sum to at most 1 over the K slots; the rest is background.
-    # Only a cost on what the slots hold (FLAMConfig.background_cost) gives the background a reason to move there.
+    # the mean over the grid minus the entities' cells: it encodes where the entities are (on the earlier 4-agent
+    # default, the two background slots predicted the agents' cells with DCI importance 0.10-0.46 each, holding
+    # completeness over all slots at 0.60). With the sink the masks sum to at most 1 over the K slots; the rest is
+    # background. Only a cost on what the slots hold (FLAMConfig.background_cost) gives the background a reason to
+    # move there.
     background_sink: bool = False
     # A slot reads only the tokens it holds at least this share of. A softmax never gives a token exactly 0, so a
     # slot that holds no entity still reads a faint mean over the grid with holes where the entities are, and
@@ -92,7 +93,7 @@ class Factorizer(nn.Module):
         self.to_k = nn.Linear(d, d, bias=False)
         self.to_v = nn.Linear(d, d, bias=False)
         self.slot_init = nn.Parameter(torch.randn(config.n_slots, d))  # learned, one per slot
-        # The sink's query is fixed (it never updates from what it reads); zeros = an even start with the slots.
+        # The sink's query is learned but, unlike a slot's, never updated from what it reads; zeros = an even start.
         self.sink_query = nn.Parameter(torch.zeros(d)) if config.background_sink else None
         # With the sink: log of its share of every token [.., N] in the last attention pass (the last iteration of
         # the last forward or step), kept exact for the background cost, which must see it however small it gets.
