@@ -1,0 +1,42 @@
+"""How much of the token grid each slot holds: mean, min and max over frames of every slot's attention mass (in
+tokens), read off the ground-truth frames of a split. With a background sink the masses sum to less than the grid.
+
+Reproduces the README's slot masses (validation episodes; the test split stays for `flam eval`):
+    .venv/bin/python scripts/slot_masses.py checkpoints/multigrid-4/flam-anchored data/multigrid-4 --split val
+The data is not in the repository; make it first (seconds) with the shipped set's command:
+    .venv/bin/flam data generate --world multigrid --agents 4 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-4
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flam.models.world_model import load_world_model
+from flam.worlds.dataset import Dataset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--episodes", type=int, default=16, help="the first N episodes of the split")
+    args = parser.parse_args()
+    model = load_world_model(args.checkpoint, torch.device("cpu"))
+    dataset = Dataset.open(args.data)
+    masses = []
+    for episode in dataset.split(args.split)[: args.episodes]:
+        frames = torch.from_numpy(np.asarray(dataset.frames(episode)))[None]  # [1, T, H, W, 3]
+        _, inference = model.analyse(frames)
+        masses.append(inference.masks[0].float().sum(dim=(-1, -2)))  # [T, K] tokens each slot holds
+    mass = torch.cat(masses).numpy()  # [F, K]
+    grid = inference.masks.shape[-1] * inference.masks.shape[-2]
+    print(f"{args.checkpoint}: slot masses in tokens of {grid}, {mass.shape[0]} frames of '{args.split}'")
+    for name, values in (("mean", mass.mean(0)), ("min", mass.min(0)), ("max", mass.max(0))):
+        print(f"{name:>4}: " + " / ".join(f"{v:.2f}" for v in values))
+
+
+if __name__ == "__main__":
+    main()
