@@ -427,7 +427,7 @@ class Studio:
             session.slot = int(np.unravel_index(scene.ownership.argmax(), scene.ownership.shape)[0])
         else:
             counts = imaging.owned_cells(scene.masks)
-            sink = (imaging.owners(scene.masks) < 0).any()
+            sink = counts.sum() < scene.masks[0].size  # some cell is left to a background sink
             session.slot = int(counts.argmax()) if sink or len(counts) < 2 else int(np.argsort(counts)[-2])
         values = self._slider_values(scene, session, np.zeros(scene.model.action_dim))
         controls = Controls(values)
