@@ -67,6 +67,18 @@ class FactorizerCache:
     slots: torch.Tensor  # [B, K, D] last output slots
 
 
+@dataclass
+class Factored:
+    """What the factorizer makes of feature grids: slots, their attention masks, the cache for the next `step`, and,
+    with the background sink, the log of the sink's share of every token in the last attention iteration (exact,
+    for the background cost, which must see it however small it gets; None without a sink)."""
+
+    slots: torch.Tensor  # [.., K, D]
+    masks: torch.Tensor  # [.., K, N]
+    cache: FactorizerCache
+    background_log_share: torch.Tensor | None  # [.., N]
+
+
 def token_weights(masks: torch.Tensor, mass_floor: float, read_threshold: float = 0.0) -> torch.Tensor:
     """masks [.., K, N] -> each slot's weights over tokens: its weighted mean, faded below `mass_floor` of mass,
     over the tokens it holds at least `read_threshold` of."""
@@ -95,9 +107,6 @@ class Factorizer(nn.Module):
         self.slot_init = nn.Parameter(torch.randn(config.n_slots, d))  # learned, one per slot
         # The sink's query is learned but, unlike a slot's, never updated from what it reads; zeros = an even start.
         self.sink_query = nn.Parameter(torch.zeros(d)) if config.background_sink else None
-        # With the sink: log of its share of every token [.., N] in the last attention pass (the last iteration of
-        # the last forward or step), kept exact for the background cost, which must see it however small it gets.
-        self.background_log_share: torch.Tensor | None = None
         self.norm_slots = nn.LayerNorm(d)
         self.to_q = nn.Linear(d, d, bias=False)
         self.gru = nn.GRUCell(d, d)
@@ -112,22 +121,26 @@ class Factorizer(nn.Module):
         x = self.norm_input(x + self.input_mlp(x))  # [M, N, D]
         return self.to_k(x), self.to_v(x)
 
-    def _attend(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One slot-attention update. slots [M, K, D], k/v [M, N, D] -> slots [M, K, D], masks [M, K, N]."""
+    def _attend(
+        self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One slot-attention update. slots [M, K, D], k/v [M, N, D] -> slots [M, K, D], masks [M, K, N], and the
+        log of the sink's share of every token [M, N] (None without a sink)."""
         m, n_slots, d = slots.shape
         q = self.to_q(self.norm_slots(slots))  # [M, K, D]
         logits = torch.einsum("mkd,mnd->mkn", q, k) * d**-0.5  # [M, K, N]
         if self.sink_query is None:
             masks = logits.softmax(dim=1)  # softmax over SLOTS: slots compete for every token
+            background_log_share = None
         else:
             sink = torch.einsum("d,mnd->mn", self.sink_query, k) * d**-0.5  # [M, N]
             log_masks = torch.cat([logits, sink[:, None]], dim=1).float().log_softmax(dim=1)  # [M, K + 1, N]
-            self.background_log_share = log_masks[:, n_slots]  # [M, N]
+            background_log_share = log_masks[:, n_slots]  # [M, N]
             masks = log_masks[:, :n_slots].exp()
         weights = token_weights(masks, self.config.mass_floor, self.config.read_threshold)  # [M, K, N]
         updates = torch.einsum("mkn,mnd->mkd", weights, v)  # [M, K, D]
         slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).reshape(m, n_slots, d)
-        return slots + self.mlp(self.norm_mlp(slots)), masks
+        return slots + self.mlp(self.norm_mlp(slots)), masks, background_log_share
 
     def _window_mask(self, t: int, device: torch.device) -> torch.Tensor:
         """[T, T] bool: query time i may attend key time j iff i-W < j <= i (causal, windowed)."""
@@ -135,8 +148,9 @@ class Factorizer(nn.Module):
         lag = i[:, None] - i[None, :]  # [T, T]
         return (lag >= 0) & (lag < self.config.temporal_window)
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, FactorizerCache]:
-        """z [B, T, E, h, w] -> slots [B, T, K, D], masks [B, T, K, N], cache after the last step."""
+    def forward(self, z: torch.Tensor) -> Factored:
+        """z [B, T, E, h, w] -> slots [B, T, K, D], masks [B, T, K, N], sink share [B, T, N], cache after the last
+        step."""
         if not self.config.temporal_attention:
             return self._forward_recurrent(z)
         b, t = z.shape[:2]
@@ -145,7 +159,7 @@ class Factorizer(nn.Module):
         mask = self._window_mask(t, z.device)
         history = []
         for _ in range(self.config.iterations):
-            slots, masks = self._attend(slots, k, v)  # [B*T, K, D], [B*T, K, N]
+            slots, masks, background = self._attend(slots, k, v)  # [B*T, K, D], [B*T, K, N], [B*T, N]
             per_slot = slots.reshape(b, t, *slots.shape[1:]).transpose(1, 2)  # [B, K, T, D]
             history.append(per_slot)
             h = self.norm_temporal(per_slot)
@@ -153,7 +167,9 @@ class Factorizer(nn.Module):
             slots = per_slot.transpose(1, 2).flatten(0, 1)  # [B*T, K, D]
         slots = slots.reshape(b, t, *slots.shape[1:])  # [B, T, K, D]
         masks = masks.reshape(b, t, *masks.shape[1:])  # [B, T, K, N]
-        return slots, masks, self._cache_from(torch.stack(history), slots[:, -1])
+        if background is not None:
+            background = background.reshape(b, t, -1)  # [B, T, N]
+        return Factored(slots, masks, self._cache_from(torch.stack(history), slots[:, -1]), background)
 
     def _cache_from(self, history: torch.Tensor, last_slots: torch.Tensor) -> FactorizerCache:
         """history [R, B, K, T, D] -> the last W-1 steps, left-padded with invalid entries."""
@@ -172,36 +188,38 @@ class Factorizer(nn.Module):
         valid = torch.zeros(batch, c.temporal_window - 1, dtype=torch.bool, device=device)
         return FactorizerCache(history, valid, self.slot_init.expand(batch, -1, -1).to(device))
 
-    def step(self, z: torch.Tensor, cache: FactorizerCache) -> tuple[torch.Tensor, torch.Tensor, FactorizerCache]:
-        """One new timestep. z [B, E, h, w] -> slots [B, K, D], masks [B, K, N], updated cache."""
+    def step(self, z: torch.Tensor, cache: FactorizerCache) -> Factored:
+        """One new timestep. z [B, E, h, w] -> slots [B, K, D], masks [B, K, N], sink share [B, N], updated cache."""
         k, v = self._keys_values(z)  # [B, N, D]
         if not self.config.temporal_attention:
             slots = cache.slots
             for _ in range(self.config.iterations):
-                slots, masks = self._attend(slots, k, v)
-            return slots, masks, FactorizerCache(cache.history, cache.valid, slots)
+                slots, masks, background = self._attend(slots, k, v)
+            return Factored(slots, masks, FactorizerCache(cache.history, cache.valid, slots), background)
         b = z.shape[0]
         slots = self.slot_init.expand(b, -1, -1)  # [B, K, D]
         keep = self.config.temporal_window - 1
         valid = torch.cat([cache.valid, cache.valid.new_ones(b, 1)], dim=1)  # [B, W]
         new_history = []
         for r in range(self.config.iterations):
-            slots, masks = self._attend(slots, k, v)  # [B, K, D], [B, K, N]
+            slots, masks, background = self._attend(slots, k, v)  # [B, K, D], [B, K, N], [B, N]
             window = torch.cat([cache.history[r], slots[:, :, None]], dim=2)  # [B, K, W, D]
             new_history.append(window[:, :, window.shape[2] - keep :])
             h = self.norm_temporal(window)
             query = h[:, :, -1:]  # [B, K, 1, D]
             attn_mask = valid[:, None, None, :].expand(-1, slots.shape[1], 1, -1)  # [B, K, 1, W]
             slots = slots + self.temporal(query, h, attn_mask)[:, :, 0]  # [B, K, D]
-        return slots, masks, FactorizerCache(torch.stack(new_history), valid[:, 1:], slots)
+        return Factored(slots, masks, FactorizerCache(torch.stack(new_history), valid[:, 1:], slots), background)
 
-    def _forward_recurrent(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, FactorizerCache]:
+    def _forward_recurrent(self, z: torch.Tensor) -> Factored:
         """The ablation: each timestep's slots start from the previous timestep's slots (SAVi-style)."""
         b, t = z.shape[:2]
         cache = self.empty_cache(b, z.device)
-        all_slots, all_masks = [], []
+        steps = []
         for i in range(t):
-            slots, masks, cache = self.step(z[:, i], cache)
-            all_slots.append(slots)
-            all_masks.append(masks)
-        return torch.stack(all_slots, 1), torch.stack(all_masks, 1), cache
+            steps.append(self.step(z[:, i], cache))
+            cache = steps[-1].cache
+        background = None if self.sink_query is None else torch.stack([s.background_log_share for s in steps], 1)
+        return Factored(
+            torch.stack([s.slots for s in steps], 1), torch.stack([s.masks for s in steps], 1), cache, background
+        )

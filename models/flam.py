@@ -251,7 +251,8 @@ class FLAM(nn.Module):
 
     def forward(self, z: torch.Tensor) -> Loss:
         """One-step prediction loss over a clip z [B, T, E, h, w]: ||z_{t+1} - ẑ_{t+1}||² + β Σ_i KL (+ the cap)."""
-        slots, masks, _ = self.factorizer(z)  # [B, T, K, D], [B, T, K, N]
+        factored = self.factorizer(z)
+        slots, masks = factored.slots, factored.masks  # [B, T, K, D], [B, T, K, N]
         current = slots[:, :-1].flatten(0, 1)  # [B*(T-1), K, D]
         upcoming = slots[:, 1:].flatten(0, 1)  # [B*(T-1), K, D]
         mean, logvar = self.idm(current, upcoming)  # [B*(T-1), K, A]
@@ -268,7 +269,7 @@ class FLAM(nn.Module):
             loss = loss + self.config.capacity_weight * (rates - self.config.slot_capacity).clamp_min(0).sum()
         logs = {"mse": mse.item(), "kl": kl.item()}
         if self.config.background_cost > 0:
-            nats = -self.factorizer.background_log_share.mean()  # per token: -log(the sink's share)
+            nats = -factored.background_log_share.mean()  # per token: -log(the sink's share)
             loss = loss + self.background_weight() * nats
             logs["background_nats"] = nats.item()
             if self.training:
@@ -282,15 +283,16 @@ class FLAM(nn.Module):
         return self.config.background_cost * ramp
 
     def infer(self, z: torch.Tensor) -> Inference:
-        slots, masks, _ = self.factorizer(z)  # [B, T, K, D], [B, T, K, N]
+        factored = self.factorizer(z)
+        slots, masks = factored.slots, factored.masks  # [B, T, K, D], [B, T, K, N]
         b, t = z.shape[:2]
         mean, logvar = self.idm(slots[:, :-1].flatten(0, 1), slots[:, 1:].flatten(0, 1))  # [B*(T-1), K, A]
         shape = (b, t - 1, self.n_slots, self.action_dim)
         return Inference(slots, self._masks(masks), mean.reshape(shape), (0.5 * logvar).exp().reshape(shape))
 
     def start(self, z: torch.Tensor) -> LAMState:
-        slots, masks, cache = self.factorizer(z)  # [B, C, K, D], [B, C, K, N]
-        return LAMState(z[:, -1], slots[:, -1], self._masks(masks[:, -1]), cache)
+        factored = self.factorizer(z)  # slots [B, C, K, D], masks [B, C, K, N]
+        return LAMState(z[:, -1], factored.slots[:, -1], self._masks(factored.masks[:, -1]), factored.cache)
 
     def predict(self, state: LAMState, actions: torch.Tensor) -> torch.Tensor:
         return self.aggregator(state.z, self.fdm(state.slots, actions), state.masks.flatten(-2))
@@ -298,5 +300,5 @@ class FLAM(nn.Module):
     def observe(self, state: LAMState, z: torch.Tensor) -> LAMState:
         if state.cache is None:
             raise ValueError("a FLAM state needs its factorizer cache")
-        slots, masks, cache = self.factorizer.step(z, state.cache)  # [B, K, D], [B, K, N]
-        return LAMState(z, slots, self._masks(masks), cache)
+        factored = self.factorizer.step(z, state.cache)  # slots [B, K, D], masks [B, K, N]
+        return LAMState(z, factored.slots, self._masks(factored.masks), factored.cache)

@@ -48,7 +48,9 @@ def test_fsq_snap_rounds_to_nearest_level() -> None:
 
 def test_factorizer_masks_sum_to_one_over_slots() -> None:
     fac = Factorizer(flam_config().factorizer)
-    slots, masks, _ = fac(codes())
+    factored = fac(codes())
+    slots, masks = factored.slots, factored.masks
+    assert factored.background_log_share is None
     assert slots.shape == (2, 5, K, 16)
     assert masks.shape == (2, 5, K, G * G)
     torch.testing.assert_close(masks.sum(dim=2), torch.ones(2, 5, G * G))
@@ -69,9 +71,11 @@ def test_background_sink_competes_for_every_token_as_one_more_slot() -> None:
     fac = Factorizer(replace(flam_config().factorizer, background_sink=True))
     with torch.no_grad():
         fac.to_q.weight.zero_()  # every slot's logit 0, like the sink's zero query: K + 1 even competitors
-        slots, masks, _ = fac(codes())
+        factored = fac(codes())
+    slots, masks = factored.slots, factored.masks
     assert slots.shape == (2, 5, K, 16) and masks.shape == (2, 5, K, G * G)
     torch.testing.assert_close(masks, torch.full_like(masks, 1 / (K + 1)))  # the sink keeps 1 / (K + 1) of each
+    torch.testing.assert_close(factored.background_log_share.exp(), torch.full((2, 5, G * G), 1 / (K + 1)))
 
 
 def test_read_threshold_drops_tokens_a_slot_holds_too_little_of() -> None:
@@ -104,12 +108,17 @@ def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float
         torch.nn.init.normal_(fac.sink_query)  # away from the zero start, so the sink's share differs by token
     z = codes(t=6)
     with torch.no_grad():
-        slots, masks, _ = fac(z)
-        _, _, cache = fac(z[:, :2])
+        whole = fac(z)
+        cache = fac(z[:, :2]).cache
         for t in range(2, 6):
-            step_slots, step_masks, cache = fac.step(z[:, t], cache)
-            torch.testing.assert_close(step_slots, slots[:, t], atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(step_masks, masks[:, t], atol=1e-5, rtol=1e-4)
+            step = fac.step(z[:, t], cache)
+            cache = step.cache
+            torch.testing.assert_close(step.slots, whole.slots[:, t], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(step.masks, whole.masks[:, t], atol=1e-5, rtol=1e-4)
+            if sink:
+                torch.testing.assert_close(
+                    step.background_log_share, whole.background_log_share[:, t], atol=1e-5, rtol=1e-4
+                )
 
 
 def test_permuting_slot_initialisations_permutes_slots_and_actions() -> None:
@@ -236,7 +245,7 @@ def test_background_cost_charges_the_mean_nats_a_token_keeps_out_of_the_sink() -
         model = FLAM(replace(flam_config(), factorizer=sink, background_cost=cost)).eval()
         with torch.no_grad():
             losses[cost] = model(z)
-            _, masks, _ = model.factorizer(z)
+            masks = model.factorizer(z).masks
     nats = -(1 - masks.sum(dim=2)).log().mean()  # [B, T, N] the sink's share of every token, in nats
     assert nats > 0
     torch.testing.assert_close(losses[0.5].loss, losses[0.0].loss + 0.5 * nats)
@@ -249,9 +258,9 @@ def test_background_cost_keeps_its_gradient_when_the_slots_hold_every_token() ->
         fac.norm_input.weight.zero_()
         fac.norm_input.bias.fill_(1.0)
         fac.sink_query.copy_(-fac.to_k(fac.norm_input.bias) * 1e3)
-    _, masks, _ = fac(codes())
-    assert (1 - masks.sum(dim=2)).abs().max() < 1e-6  # a cost on mass would see nothing to move ...
-    (-fac.background_log_share.mean()).backward()
+    factored = fac(codes())
+    assert (1 - factored.masks.sum(dim=2)).abs().max() < 1e-6  # a cost on mass would see nothing to move ...
+    (-factored.background_log_share.mean()).backward()
     assert fac.sink_query.grad.abs().sum() > 0  # ... the log share still pulls the sink back
 
 
