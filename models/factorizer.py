@@ -69,14 +69,16 @@ class FactorizerCache:
 
 @dataclass
 class Factored:
-    """What the factorizer makes of feature grids: slots, their attention masks, the cache for the next `step`, and,
+    """What the factorizer makes of feature grids: slots, their attention masks, the cache for the next `step`;
     with the background sink, the log of the sink's share of every token in the last attention iteration (exact,
-    for the background cost, which must see it however small it gets; None without a sink)."""
+    for the background cost, which must see it however small it gets; None without a sink); and how split every
+    token is between the competitors (the slots and the sink), averaged over the attention iterations."""
 
     slots: torch.Tensor  # [.., K, D]
     masks: torch.Tensor  # [.., K, N]
     cache: FactorizerCache
     background_log_share: torch.Tensor | None  # [.., N]
+    impurity: torch.Tensor  # [.., N]: 1 - sum of squared shares (0 = one competitor holds the token)
 
 
 def token_weights(masks: torch.Tensor, mass_floor: float, read_threshold: float = 0.0) -> torch.Tensor:
@@ -123,24 +125,26 @@ class Factorizer(nn.Module):
 
     def _attend(
         self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One slot-attention update. slots [M, K, D], k/v [M, N, D] -> slots [M, K, D], masks [M, K, N], and the
-        log of the sink's share of every token [M, N] (None without a sink)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One slot-attention update. slots [M, K, D], k/v [M, N, D] -> slots [M, K, D], masks [M, K, N], the log of
+        the sink's share of every token [M, N] (None without a sink), and every token's impurity [M, N]."""
         m, n_slots, d = slots.shape
         q = self.to_q(self.norm_slots(slots))  # [M, K, D]
         logits = torch.einsum("mkd,mnd->mkn", q, k) * d**-0.5  # [M, K, N]
         if self.sink_query is None:
             masks = logits.softmax(dim=1)  # softmax over SLOTS: slots compete for every token
             background_log_share = None
+            impurity = 1 - masks.float().square().sum(dim=1)
         else:
             sink = torch.einsum("d,mnd->mn", self.sink_query, k) * d**-0.5  # [M, N]
             log_masks = torch.cat([logits, sink[:, None]], dim=1).float().log_softmax(dim=1)  # [M, K + 1, N]
             background_log_share = log_masks[:, n_slots]  # [M, N]
             masks = log_masks[:, :n_slots].exp()
+            impurity = 1 - log_masks.exp().square().sum(dim=1)
         weights = token_weights(masks, self.config.mass_floor, self.config.read_threshold)  # [M, K, N]
         updates = torch.einsum("mkn,mnd->mkd", weights, v)  # [M, K, D]
         slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).reshape(m, n_slots, d)
-        return slots + self.mlp(self.norm_mlp(slots)), masks, background_log_share
+        return slots + self.mlp(self.norm_mlp(slots)), masks, background_log_share, impurity
 
     def _window_mask(self, t: int, device: torch.device) -> torch.Tensor:
         """[T, T] bool: query time i may attend key time j iff i-W < j <= i (causal, windowed)."""
@@ -158,8 +162,10 @@ class Factorizer(nn.Module):
         slots = self.slot_init.expand(b * t, -1, -1)  # [B*T, K, D]: every timestep starts from the same init
         mask = self._window_mask(t, z.device)
         history = []
+        impurity = 0.0
         for _ in range(self.config.iterations):
-            slots, masks, background = self._attend(slots, k, v)  # [B*T, K, D], [B*T, K, N], [B*T, N]
+            slots, masks, background, split = self._attend(slots, k, v)  # [B*T, K, D], [B*T, K, N], [B*T, N] x2
+            impurity = impurity + split / self.config.iterations
             per_slot = slots.reshape(b, t, *slots.shape[1:]).transpose(1, 2)  # [B, K, T, D]
             history.append(per_slot)
             h = self.norm_temporal(per_slot)
@@ -169,7 +175,8 @@ class Factorizer(nn.Module):
         masks = masks.reshape(b, t, *masks.shape[1:])  # [B, T, K, N]
         if background is not None:
             background = background.reshape(b, t, -1)  # [B, T, N]
-        return Factored(slots, masks, self._cache_from(torch.stack(history), slots[:, -1]), background)
+        cache = self._cache_from(torch.stack(history), slots[:, -1])
+        return Factored(slots, masks, cache, background, impurity.reshape(b, t, -1))
 
     def _cache_from(self, history: torch.Tensor, last_slots: torch.Tensor) -> FactorizerCache:
         """history [R, B, K, T, D] -> the last W-1 steps, left-padded with invalid entries."""
@@ -193,23 +200,28 @@ class Factorizer(nn.Module):
         k, v = self._keys_values(z)  # [B, N, D]
         if not self.config.temporal_attention:
             slots = cache.slots
+            impurity = 0.0
             for _ in range(self.config.iterations):
-                slots, masks, background = self._attend(slots, k, v)
-            return Factored(slots, masks, FactorizerCache(cache.history, cache.valid, slots), background)
+                slots, masks, background, split = self._attend(slots, k, v)
+                impurity = impurity + split / self.config.iterations
+            return Factored(slots, masks, FactorizerCache(cache.history, cache.valid, slots), background, impurity)
         b = z.shape[0]
         slots = self.slot_init.expand(b, -1, -1)  # [B, K, D]
         keep = self.config.temporal_window - 1
         valid = torch.cat([cache.valid, cache.valid.new_ones(b, 1)], dim=1)  # [B, W]
         new_history = []
+        impurity = 0.0
         for r in range(self.config.iterations):
-            slots, masks, background = self._attend(slots, k, v)  # [B, K, D], [B, K, N], [B, N]
+            slots, masks, background, split = self._attend(slots, k, v)  # [B, K, D], [B, K, N], [B, N] x2
+            impurity = impurity + split / self.config.iterations
             window = torch.cat([cache.history[r], slots[:, :, None]], dim=2)  # [B, K, W, D]
             new_history.append(window[:, :, window.shape[2] - keep :])
             h = self.norm_temporal(window)
             query = h[:, :, -1:]  # [B, K, 1, D]
             attn_mask = valid[:, None, None, :].expand(-1, slots.shape[1], 1, -1)  # [B, K, 1, W]
             slots = slots + self.temporal(query, h, attn_mask)[:, :, 0]  # [B, K, D]
-        return Factored(slots, masks, FactorizerCache(torch.stack(new_history), valid[:, 1:], slots), background)
+        cache = FactorizerCache(torch.stack(new_history), valid[:, 1:], slots)
+        return Factored(slots, masks, cache, background, impurity)
 
     def _forward_recurrent(self, z: torch.Tensor) -> Factored:
         """The ablation: each timestep's slots start from the previous timestep's slots (SAVi-style)."""
@@ -221,5 +233,9 @@ class Factorizer(nn.Module):
             cache = steps[-1].cache
         background = None if self.sink_query is None else torch.stack([s.background_log_share for s in steps], 1)
         return Factored(
-            torch.stack([s.slots for s in steps], 1), torch.stack([s.masks for s in steps], 1), cache, background
+            torch.stack([s.slots for s in steps], 1),
+            torch.stack([s.masks for s in steps], 1),
+            cache,
+            background,
+            torch.stack([s.impurity for s in steps], 1),
         )

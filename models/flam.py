@@ -48,8 +48,16 @@ class FLAMConfig:
     # mass: once the slots hold a token fully, a cost on mass has no gradient left (softmax saturation), and with
     # a warm-up the sink's share falls that low before the cost starts (4 agents: slot mass stayed at 1.000).
     background_cost: float = 0.0
-    # Training steps before the cost starts; it then ramps up linearly over as many steps again. The slots must
-    # read the entities before the cost may empty them: a cost on mass of 0.005 from step 0 drove every token into
+    # Cost per unit of impurity (1 - the sum of squared shares of a token over the slots and the sink, 0 when one
+    # of them holds it all), averaged over tokens and over every attention iteration. A slot's value keeps what it
+    # read in any iteration, and the first iteration, where every slot starts from its learned initialisation, is
+    # where spare slots read: the 4-agent default's empty slots hold nothing at the last iteration, yet in the
+    # first one slot 2 reads background in every frame and slot 3 reads a share of the blue agent's cell in 12% of
+    # them, and that slot predicts blue's position with 38% accuracy, which keeps DCI completeness at 0.82.
+    # 0 = off.
+    impurity_cost: float = 0.0
+    # Training steps before the background and impurity costs start; they then ramp up linearly over as many steps
+    # again. The slots must read the entities before the cost may empty them: a cost on mass of 0.005 from step 0 drove every token into
     # the sink within 200 steps, and at step 1,500 no slot carried an action (slot mass 0.002, validation MSE stuck
     # at 0.050; without the cost, 4 action slots and 0.037 by then).
     background_warmup: int = 0
@@ -60,8 +68,8 @@ class FLAMConfig:
                 raise ValueError(f"{name} must be one of {', '.join(get_args(kind))}, not {getattr(self, name)!r}")
         if self.slot_capacity < 0 or self.capacity_weight < 0:
             raise ValueError("slot_capacity and capacity_weight must be >= 0")
-        if self.background_cost < 0 or self.background_warmup < 0:
-            raise ValueError("background_cost and background_warmup must be >= 0")
+        if min(self.background_cost, self.impurity_cost, self.background_warmup) < 0:
+            raise ValueError("background_cost, impurity_cost and background_warmup must be >= 0")
         if self.background_cost > 0 and not self.factorizer.background_sink:
             raise ValueError(
                 "background_cost needs factorizer.background_sink=true: without the sink there is no background "
@@ -241,7 +249,7 @@ class FLAM(nn.Module):
         self.idm = InverseDynamics(config)
         self.fdm = ForwardDynamics(config)
         self.aggregator = Aggregator(config) if config.aggregator == "attention" else MixtureAggregator(config)
-        if config.background_cost > 0:  # the cost's schedule: training steps taken, saved so a resumed run goes on
+        if self.scheduled_costs:  # their schedule: training steps taken, saved so a resumed run goes on
             self.register_buffer("steps_trained", torch.zeros((), dtype=torch.long))
 
     def _masks(self, masks: torch.Tensor) -> torch.Tensor:
@@ -270,17 +278,26 @@ class FLAM(nn.Module):
         logs = {"mse": mse.item(), "kl": kl.item()}
         if self.config.background_cost > 0:
             nats = -factored.background_log_share.mean()  # per token: -log(the sink's share)
-            loss = loss + self.background_weight() * nats
+            loss = loss + self.config.background_cost * self.cost_ramp() * nats
             logs["background_nats"] = nats.item()
-            if self.training:
-                self.steps_trained += 1
+        if self.config.impurity_cost > 0:
+            impurity = factored.impurity.mean()
+            loss = loss + self.config.impurity_cost * self.cost_ramp() * impurity
+            logs["impurity"] = impurity.item()
+        if self.scheduled_costs and self.training:
+            self.steps_trained += 1
         return Loss(loss, logs, z_next.detach().unflatten(0, (z.shape[0], -1)))
 
-    def background_weight(self) -> float:
-        """The background cost's weight at this point of training (0 during the warm-up, then a linear ramp)."""
+    @property
+    def scheduled_costs(self) -> bool:
+        """Whether the loss has costs that follow the warm-up schedule (the background and impurity costs)."""
+        return self.config.background_cost > 0 or self.config.impurity_cost > 0
+
+    def cost_ramp(self) -> float:
+        """How much of the scheduled costs applies at this point of training: 0 during the warm-up, then a linear
+        ramp up to 1."""
         warmup = self.config.background_warmup
-        ramp = 1.0 if warmup == 0 else min(1.0, max(0.0, (int(self.steps_trained) - warmup) / warmup))
-        return self.config.background_cost * ramp
+        return 1.0 if warmup == 0 else min(1.0, max(0.0, (int(self.steps_trained) - warmup) / warmup))
 
     def infer(self, z: torch.Tensor) -> Inference:
         factored = self.factorizer(z)

@@ -115,6 +115,7 @@ def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float
             cache = step.cache
             torch.testing.assert_close(step.slots, whole.slots[:, t], atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(step.masks, whole.masks[:, t], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(step.impurity, whole.impurity[:, t], atol=1e-5, rtol=1e-4)
             if sink:
                 torch.testing.assert_close(
                     step.background_log_share, whole.background_log_share[:, t], atol=1e-5, rtol=1e-4
@@ -252,6 +253,30 @@ def test_background_cost_charges_the_mean_nats_a_token_keeps_out_of_the_sink() -
     assert losses[0.5].logs["background_nats"] == pytest.approx(nats.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("sink", [False, True])
+def test_impurity_of_even_competitors_is_one_minus_their_share(sink: bool) -> None:
+    fac = Factorizer(replace(flam_config().factorizer, background_sink=sink))
+    with torch.no_grad():
+        fac.to_q.weight.zero_()  # every slot's logit 0 (and the sink's, from its zero query): even shares
+        impurity = fac(codes()).impurity
+    competitors = K + 1 if sink else K
+    torch.testing.assert_close(impurity, torch.full((2, 5, G * G), 1 - 1 / competitors))
+
+
+def test_impurity_cost_charges_the_mean_impurity_over_tokens_and_iterations() -> None:
+    z = codes()
+    losses = {}
+    for cost in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = FLAM(replace(flam_config(), impurity_cost=cost)).eval()
+        with torch.no_grad():
+            losses[cost] = model(z)
+            impurity = model.factorizer(z).impurity
+    assert 0 < impurity.mean() < 1
+    torch.testing.assert_close(losses[0.5].loss, losses[0.0].loss + 0.5 * impurity.mean())
+    assert losses[0.5].logs["impurity"] == pytest.approx(impurity.mean().item(), rel=1e-5)
+
+
 def test_background_cost_keeps_its_gradient_when_the_slots_hold_every_token() -> None:
     fac = Factorizer(replace(flam_config().factorizer, background_sink=True))
     with torch.no_grad():  # every token's key the same, and the sink's query far against it: its share underflows
@@ -264,17 +289,18 @@ def test_background_cost_keeps_its_gradient_when_the_slots_hold_every_token() ->
     assert fac.sink_query.grad.abs().sum() > 0  # ... the log share still pulls the sink back
 
 
-def test_background_cost_waits_for_its_warmup_then_ramps_up() -> None:
+@pytest.mark.parametrize("costs", [{"background_cost": 0.4}, {"impurity_cost": 0.4}])
+def test_scheduled_costs_wait_for_their_warmup_then_ramp_up(costs: dict) -> None:
     config = replace(flam_config(), factorizer=replace(flam_config().factorizer, background_sink=True))
-    model = FLAM(replace(config, background_cost=0.4, background_warmup=2))
-    weights = []
+    model = FLAM(replace(config, background_warmup=2, **costs))
+    ramp = []
     for _ in range(5):
-        weights.append(model.background_weight())
+        ramp.append(model.cost_ramp())
         model(codes())  # a training step counts ...
     model.eval()
     with torch.no_grad():
         model(codes())  # ... validation does not
-    assert weights == pytest.approx([0.0, 0.0, 0.0, 0.2, 0.4])
+    assert ramp == pytest.approx([0.0, 0.0, 0.0, 0.5, 1.0])
     assert int(model.steps_trained) == 5
     assert "steps_trained" in model.state_dict()  # saved, so a resumed run keeps its place in the schedule
 
@@ -286,6 +312,8 @@ def test_flam_config_rejects_unknown_choices() -> None:
         flam_config(coupling="loose")
     with pytest.raises(ValueError, match="must be >= 0"):
         flam_config(slot_capacity=-1.0)
+    with pytest.raises(ValueError, match="impurity_cost and background_warmup must be >= 0"):
+        flam_config(impurity_cost=-1.0)
     with pytest.raises(ValueError, match="needs factorizer.background_sink"):
         flam_config(background_cost=0.01)
 
