@@ -41,8 +41,8 @@ class FactorizerConfig:
     # the mean over the grid minus the entities' cells: it encodes where the entities are (on the earlier 4-agent
     # default, the two background slots predicted the agents' cells with DCI importance 0.10-0.46 each, holding
     # completeness over all slots at 0.60). With the sink the masks sum to at most 1 over the K slots; the rest is
-    # background. Only a cost on what the slots hold (FLAMConfig.background_cost) gives the background a reason to
-    # move there.
+    # background. Only a cost (FLAMConfig.background_cost, and impurity_cost, which gives each token to one
+    # competitor) gives the background a reason to move there.
     background_sink: bool = False
     # A slot reads only the tokens it holds at least this share of. A softmax never gives a token exactly 0, so a
     # slot that holds no entity still reads a faint mean over the grid with holes where the entities are, and
@@ -139,8 +139,9 @@ class Factorizer(nn.Module):
             sink = torch.einsum("d,mnd->mn", self.sink_query, k) * d**-0.5  # [M, N]
             log_masks = torch.cat([logits, sink[:, None]], dim=1).float().log_softmax(dim=1)  # [M, K + 1, N]
             background_log_share = log_masks[:, n_slots]  # [M, N]
-            masks = log_masks[:, :n_slots].exp()
-            impurity = 1 - log_masks.exp().square().sum(dim=1)
+            shares = log_masks.exp()  # [M, K + 1, N]
+            masks = shares[:, :n_slots]
+            impurity = 1 - shares.square().sum(dim=1)
         weights = token_weights(masks, self.config.mass_floor, self.config.read_threshold)  # [M, K, N]
         updates = torch.einsum("mkn,mnd->mkd", weights, v)  # [M, K, D]
         slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).reshape(m, n_slots, d)
@@ -153,8 +154,8 @@ class Factorizer(nn.Module):
         return (lag >= 0) & (lag < self.config.temporal_window)
 
     def forward(self, z: torch.Tensor) -> Factored:
-        """z [B, T, E, h, w] -> slots [B, T, K, D], masks [B, T, K, N], sink share [B, T, N], cache after the last
-        step."""
+        """z [B, T, E, h, w] -> slots [B, T, K, D], masks [B, T, K, N], sink's log share and impurity [B, T, N],
+        cache after the last step."""
         if not self.config.temporal_attention:
             return self._forward_recurrent(z)
         b, t = z.shape[:2]
@@ -196,7 +197,8 @@ class Factorizer(nn.Module):
         return FactorizerCache(history, valid, self.slot_init.expand(batch, -1, -1).to(device))
 
     def step(self, z: torch.Tensor, cache: FactorizerCache) -> Factored:
-        """One new timestep. z [B, E, h, w] -> slots [B, K, D], masks [B, K, N], sink share [B, N], updated cache."""
+        """One new timestep. z [B, E, h, w] -> slots [B, K, D], masks [B, K, N], sink's log share and impurity
+        [B, N], updated cache."""
         k, v = self._keys_values(z)  # [B, N, D]
         if not self.config.temporal_attention:
             slots = cache.slots

@@ -48,8 +48,8 @@ class FLAMConfig:
     # mass: once the slots hold a token fully, a cost on mass has no gradient left (softmax saturation), and with
     # a warm-up the sink's share falls that low before the cost starts (4 agents: slot mass stayed at 1.000).
     background_cost: float = 0.0
-    # Cost per unit of impurity (1 - the sum of squared shares of a token over the slots and the sink, 0 when one
-    # of them holds it all), averaged over tokens and over every attention iteration. A slot's value keeps what it
+    # Cost per unit of impurity (1 - the sum of squared shares of a token over the slots and the sink if any, 0 when
+    # one of them holds it all), averaged over tokens and over every attention iteration. A slot's value keeps what it
     # read in any iteration, and the first iteration, where every slot starts from its learned initialisation, is
     # where spare slots read: the 4-agent default's empty slots hold nothing at the last iteration, yet in the
     # first one slot 2 reads background in every frame and slot 3 reads a share of the blue agent's cell in 12% of
@@ -57,9 +57,9 @@ class FLAMConfig:
     # 0 = off.
     impurity_cost: float = 0.0
     # Training steps before the background and impurity costs start; they then ramp up linearly over as many steps
-    # again. The slots must read the entities before the cost may empty them: a cost on mass of 0.005 from step 0 drove every token into
-    # the sink within 200 steps, and at step 1,500 no slot carried an action (slot mass 0.002, validation MSE stuck
-    # at 0.050; without the cost, 4 action slots and 0.037 by then).
+    # again. The slots must read the entities before the cost may empty them: a cost on mass of 0.005 from step 0
+    # drove every token into the sink within 200 steps, and at step 1,500 no slot carried an action (slot mass
+    # 0.002, validation MSE stuck at 0.050; without the cost, 4 action slots and 0.037 by then).
     background_warmup: int = 0
 
     def __post_init__(self) -> None:
@@ -258,7 +258,8 @@ class FLAM(nn.Module):
         return masks.unflatten(-1, (g, g))
 
     def forward(self, z: torch.Tensor) -> Loss:
-        """One-step prediction loss over a clip z [B, T, E, h, w]: ||z_{t+1} - ẑ_{t+1}||² + β Σ_i KL (+ the cap)."""
+        """One-step prediction loss over a clip z [B, T, E, h, w]: ||z_{t+1} - ẑ_{t+1}||² + β Σ_i KL (+ the rate cap,
+        the background and impurity costs where configured)."""
         factored = self.factorizer(z)
         slots, masks = factored.slots, factored.masks  # [B, T, K, D], [B, T, K, N]
         current = slots[:, :-1].flatten(0, 1)  # [B*(T-1), K, D]

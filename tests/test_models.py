@@ -277,6 +277,44 @@ def test_impurity_cost_charges_the_mean_impurity_over_tokens_and_iterations() ->
     assert losses[0.5].logs["impurity"] == pytest.approx(impurity.mean().item(), rel=1e-5)
 
 
+def test_impurity_is_the_mean_over_attention_iterations() -> None:
+    fac = Factorizer(replace(flam_config().factorizer, background_sink=True, iterations=2)).eval()
+    torch.nn.init.normal_(fac.sink_query)
+    splits = []
+    attend = fac._attend
+
+    def recording(*args):  # noqa: ANN002, ANN202
+        out = attend(*args)
+        splits.append(out[3])
+        return out
+
+    fac._attend = recording
+    z = codes()
+    with torch.no_grad():
+        impurity = fac(z).impurity
+    assert len(splits) == 2 and not torch.allclose(splits[0], splits[1])  # the iterations differ ...
+    torch.testing.assert_close(impurity, ((splits[0] + splits[1]) / 2).reshape(impurity.shape))  # ... and count equally
+
+
+@pytest.mark.parametrize("cost", ["background_cost", "impurity_cost"])
+def test_scheduled_costs_enter_the_loss_scaled_by_the_ramp(cost: str) -> None:
+    config = replace(flam_config(), factorizer=replace(flam_config().factorizer, background_sink=True))
+    z = codes()
+    torch.manual_seed(0)
+    base = FLAM(config).eval()
+    torch.manual_seed(0)
+    model = FLAM(replace(config, background_warmup=2, **{cost: 0.5})).eval()
+    with torch.no_grad():
+        plain = base(z).loss
+        assert model(z).loss == plain  # during the warm-up the cost is logged but not charged
+        model.steps_trained.fill_(3)  # half-way up the ramp
+        half = model(z).loss - plain
+        model.steps_trained.fill_(4)
+        full = model(z).loss - plain
+    assert full > 0
+    torch.testing.assert_close(half, full / 2)
+
+
 def test_background_cost_keeps_its_gradient_when_the_slots_hold_every_token() -> None:
     fac = Factorizer(replace(flam_config().factorizer, background_sink=True))
     with torch.no_grad():  # every token's key the same, and the sink's query far against it: its share underflows
