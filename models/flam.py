@@ -56,10 +56,17 @@ class FLAMConfig:
     # them, and that slot predicts blue's position with 38% accuracy, which keeps DCI completeness at 0.82.
     # 0 = off.
     impurity_cost: float = 0.0
-    # Training steps before the background and impurity costs start; they then ramp up linearly over as many steps
-    # again. The slots must read the entities before the cost may empty them: a cost on mass of 0.005 from step 0
-    # drove every token into the sink within 200 steps, and at step 1,500 no slot carried an action (slot mass
-    # 0.002, validation MSE stuck at 0.050; without the cost, 4 action slots and 0.037 by then).
+    # Most tokens of attention mass a slot may hold before each token more costs mass_cap_weight (summed over
+    # slots, averaged over frames; the last attention iteration's masks, which the aggregator and the studio use).
+    # For worlds whose entities cover about one token each: at 8 agents, slots group agents of similar hue (one
+    # slot holds the red, orange and yellow agents, one the blue and teal ones, in every run so far), and one
+    # 4-d action cannot move three agents; the prediction loss alone does not split them. 0 = off.
+    slot_mass_cap: float = 0.0
+    mass_cap_weight: float = 0.001
+    # Training steps before the background, impurity and mass-cap costs start; they then ramp up linearly over as
+    # many steps again. The slots must read the entities before the cost may empty them: a cost on mass of 0.005
+    # from step 0 drove every token into the sink within 200 steps, and at step 1,500 no slot carried an action
+    # (slot mass 0.002, validation MSE stuck at 0.050; without the cost, 4 action slots and 0.037 by then).
     background_warmup: int = 0
 
     def __post_init__(self) -> None:
@@ -68,8 +75,10 @@ class FLAMConfig:
                 raise ValueError(f"{name} must be one of {', '.join(get_args(kind))}, not {getattr(self, name)!r}")
         if self.slot_capacity < 0 or self.capacity_weight < 0:
             raise ValueError("slot_capacity and capacity_weight must be >= 0")
-        if min(self.background_cost, self.impurity_cost, self.background_warmup) < 0:
-            raise ValueError("background_cost, impurity_cost and background_warmup must be >= 0")
+        if min(self.background_cost, self.impurity_cost, self.slot_mass_cap, self.mass_cap_weight) < 0:
+            raise ValueError("background_cost, impurity_cost, slot_mass_cap and mass_cap_weight must be >= 0")
+        if self.background_warmup < 0:
+            raise ValueError("background_warmup must be >= 0")
         if self.background_cost > 0 and not self.factorizer.background_sink:
             raise ValueError(
                 "background_cost needs factorizer.background_sink=true: without the sink there is no background "
@@ -259,7 +268,7 @@ class FLAM(nn.Module):
 
     def forward(self, z: torch.Tensor) -> Loss:
         """One-step prediction loss over a clip z [B, T, E, h, w]: ||z_{t+1} - ẑ_{t+1}||² + β Σ_i KL (+ the rate cap,
-        the background and impurity costs where configured)."""
+        the background, impurity and mass-cap costs where configured)."""
         factored = self.factorizer(z)
         slots, masks = factored.slots, factored.masks  # [B, T, K, D], [B, T, K, N]
         current = slots[:, :-1].flatten(0, 1)  # [B*(T-1), K, D]
@@ -285,14 +294,19 @@ class FLAM(nn.Module):
             impurity = factored.impurity.mean()
             loss = loss + self.config.impurity_cost * self.cost_ramp() * impurity
             logs["impurity"] = impurity.item()
+        if self.config.slot_mass_cap > 0:
+            excess = (masks.float().sum(dim=-1) - self.config.slot_mass_cap).clamp_min(0).sum(dim=-1).mean()
+            loss = loss + self.config.mass_cap_weight * self.cost_ramp() * excess
+            logs["mass_excess"] = excess.item()
         if self.scheduled_costs and self.training:
             self.steps_trained += 1
         return Loss(loss, logs, z_next.detach().unflatten(0, (z.shape[0], -1)))
 
     @property
     def scheduled_costs(self) -> bool:
-        """Whether the loss has costs that follow the warm-up schedule (the background and impurity costs)."""
-        return self.config.background_cost > 0 or self.config.impurity_cost > 0
+        """Whether the loss has costs that follow the warm-up schedule (background, impurity, mass cap)."""
+        c = self.config
+        return c.background_cost > 0 or c.impurity_cost > 0 or c.slot_mass_cap > 0
 
     def cost_ramp(self) -> float:
         """How much of the scheduled costs applies at this point of training: 0 during the warm-up, then a linear

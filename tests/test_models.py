@@ -296,7 +296,7 @@ def test_impurity_is_the_mean_over_attention_iterations() -> None:
     torch.testing.assert_close(impurity, ((splits[0] + splits[1]) / 2).reshape(impurity.shape))  # ... and count equally
 
 
-@pytest.mark.parametrize("cost", ["background_cost", "impurity_cost"])
+@pytest.mark.parametrize("cost", ["background_cost", "impurity_cost", "slot_mass_cap"])
 def test_scheduled_costs_enter_the_loss_scaled_by_the_ramp(cost: str) -> None:
     config = replace(flam_config(), factorizer=replace(flam_config().factorizer, background_sink=True))
     z = codes()
@@ -315,6 +315,21 @@ def test_scheduled_costs_enter_the_loss_scaled_by_the_ramp(cost: str) -> None:
     torch.testing.assert_close(half, full / 2)
 
 
+def test_mass_cap_charges_each_token_a_slot_holds_above_the_cap() -> None:
+    z = codes()
+    losses = {}
+    for cap in (0.0, 2.0):
+        torch.manual_seed(0)
+        model = FLAM(replace(flam_config(), slot_mass_cap=cap, mass_cap_weight=0.1)).eval()
+        with torch.no_grad():
+            losses[cap] = model(z)
+            mass = model.factorizer(z).masks.sum(dim=-1)  # [B, T, K] tokens each slot holds
+    excess = (mass - 2.0).clamp_min(0).sum(dim=-1).mean()
+    assert 0 < excess < mass.sum(dim=-1).mean()  # some slots are above the cap, and only the excess counts
+    torch.testing.assert_close(losses[2.0].loss, losses[0.0].loss + 0.1 * excess)
+    assert losses[2.0].logs["mass_excess"] == pytest.approx(excess.item(), rel=1e-5)
+
+
 def test_background_cost_keeps_its_gradient_when_the_slots_hold_every_token() -> None:
     fac = Factorizer(replace(flam_config().factorizer, background_sink=True))
     with torch.no_grad():  # every token's key the same, and the sink's query far against it: its share underflows
@@ -327,7 +342,7 @@ def test_background_cost_keeps_its_gradient_when_the_slots_hold_every_token() ->
     assert fac.sink_query.grad.abs().sum() > 0  # ... the log share still pulls the sink back
 
 
-@pytest.mark.parametrize("costs", [{"background_cost": 0.4}, {"impurity_cost": 0.4}])
+@pytest.mark.parametrize("costs", [{"background_cost": 0.4}, {"impurity_cost": 0.4}, {"slot_mass_cap": 0.4}])
 def test_scheduled_costs_wait_for_their_warmup_then_ramp_up(costs: dict) -> None:
     config = replace(flam_config(), factorizer=replace(flam_config().factorizer, background_sink=True))
     model = FLAM(replace(config, background_warmup=2, **costs))
@@ -350,8 +365,10 @@ def test_flam_config_rejects_unknown_choices() -> None:
         flam_config(coupling="loose")
     with pytest.raises(ValueError, match="must be >= 0"):
         flam_config(slot_capacity=-1.0)
-    with pytest.raises(ValueError, match="impurity_cost and background_warmup must be >= 0"):
+    with pytest.raises(ValueError, match="impurity_cost, slot_mass_cap and mass_cap_weight must be >= 0"):
         flam_config(impurity_cost=-1.0)
+    with pytest.raises(ValueError, match="background_warmup must be >= 0"):
+        flam_config(background_warmup=-1)
     with pytest.raises(ValueError, match="needs factorizer.background_sink"):
         flam_config(background_cost=0.01)
 
