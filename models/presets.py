@@ -25,7 +25,7 @@ class TrainConfig:
     val_every: int = 250
     val_batches: int = 4
     checkpoint_every: int = 250
-    bf16: bool = True  # bf16 autocast (CPU and CUDA); measured faster on the 2-core CPU machines
+    bf16: bool | None = None  # bf16 autocast; None: only where the hardware computes bf16 natively (native_bf16)
     seed: int = 0
 
 

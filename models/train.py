@@ -180,9 +180,15 @@ class Trainer:
     def run(self) -> nn.Module:
         train = self.train
         net = self.ddp or self.model
-        autocast = train.bf16 and self.device.type in ("cpu", "cuda")
+        wanted = native_bf16(self.device) if train.bf16 is None else train.bf16
+        autocast = wanted and self.device.type in ("cpu", "cuda")
         self.sessions.append(
-            {"command": " ".join(sys.argv), "device": describe_device(self.device, self.world), "from_step": self.step}
+            {
+                "command": " ".join(sys.argv),
+                "device": describe_device(self.device, self.world),
+                "precision": "bf16" if autocast else "fp32",
+                "from_step": self.step,
+            }
         )
         session_started = self.seconds
         bar = tqdm(
@@ -270,6 +276,17 @@ class StopOnSignal:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively: CUDA with bf16, or a CPU with AVX-512 BF16 or AMX. Only there is
+    bf16 autocast the faster choice (~1.7x on an AVX-512 BF16 CPU); on an AVX2-only CPU torch emulates it, and a
+    4-agent FLAM trained at 0.15 steps/s against 1.16 in fp32 (1 thread, AMD EPYC)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
 
 
 def describe_device(device: torch.device, world: Distributed) -> str:

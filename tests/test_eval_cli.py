@@ -80,7 +80,8 @@ def test_eval_writes_the_json_contract_a_report_and_a_model_card(
     assert entry.evaluation() == s
     card = (model_set / "flam" / "MODEL_CARD.md").read_text()
     assert "test fixture: multigrid 2 agents" in card and "4 of 4 steps" in card and "PSNR" in card
-    assert "steps 0–4 on cpu, " in card  # where the steps ran, from the training session records
+    # Where and how the steps ran, from the training session records.
+    assert re.search(r"steps 0–4 on cpu, \d+ threads?, (bf16|fp32), ", card)
     assert "| metric | FLAM |" in capsys.readouterr().out
 
 

@@ -18,7 +18,7 @@ import torch
 from flam.main import main
 from flam.models.checkpoint import read_training
 from flam.models.registry import load_model
-from flam.models.train import train_lam, train_tokenizer
+from flam.models.train import native_bf16, train_lam, train_tokenizer
 
 FLAM_BIN = [sys.executable, "-m", "flam"]
 
@@ -79,6 +79,16 @@ def test_every_aggregator_trains_checkpoints_and_loads(
               overrides={"aggregator": aggregator}, log=quiet)  # fmt: skip
     model, _ = load_model(out, ("flam",))
     assert model.config.aggregator == aggregator and read_training(out)[0]["step"] == 21
+
+
+@pytest.mark.parametrize("bf16", [None, True, False])
+def test_bf16_defaults_to_what_the_cpu_computes_natively(bf16: bool | None, tiny_dataset: Path, tmp_path: Path) -> None:
+    """Emulated bf16 made training ~8x slower on an AVX2-only CPU, so the default follows the hardware."""
+    train_tokenizer(tiny_dataset, tmp_path / "tok", preset="tiny", steps=1, bf16=bf16, log=quiet)
+    used = native_bf16(torch.device("cpu")) if bf16 is None else bf16
+    training = read_training(tmp_path / "tok")[0]
+    assert training["sessions"][-1]["precision"] == ("bf16" if used else "fp32")
+    assert training["train_config"]["bf16"] is bf16  # the setting as asked; the session says what it meant here
 
 
 def test_resume_after_a_crash_continues_exactly(tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path) -> None:

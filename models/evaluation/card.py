@@ -49,7 +49,8 @@ def _training_lines(name: str, folder: Path) -> list[str]:
     train = training.get("train_config", {})
     complete = "" if training.get("step") == training.get("steps") else " (**incomplete**)"
     settings = (
-        f"batch {train.get('batch_size')}, lr {train.get('lr')}, bf16 {train.get('bf16')}, seed {train.get('seed')}"
+        f"batch {train.get('batch_size')}, lr {train.get('lr')}, seed {train.get('seed')}, "
+        f"bf16 {'where native' if train.get('bf16') is None else train.get('bf16')}"
     )
     totals = (
         f"{training.get('step')} of {training.get('steps')} steps{complete}, {training.get('seconds')} s "
@@ -61,8 +62,8 @@ def _training_lines(name: str, folder: Path) -> list[str]:
     return [
         f"- {name}: {totals}",
         *[
-            f"  - steps {s.get('from_step')}–{s.get('to_step', s.get('from_step'))} on {s.get('device', '?')}, "
-            f"{s.get('seconds', 0.0)} s: `{s.get('command', '?')}`"
+            f"  - steps {s.get('from_step')}–{s.get('to_step', s.get('from_step'))} on {s.get('device', '?')}"
+            f"{', ' + s['precision'] if 'precision' in s else ''}, {s.get('seconds', 0.0)} s: `{s.get('command', '?')}`"
             for s in sessions
         ],
     ]
