@@ -1,5 +1,6 @@
 """How much of the token grid each slot holds: mean, min and max over frames of every slot's attention mass (in
 tokens), read off the ground-truth frames of a split. With a background sink the masses sum to less than the grid.
+Then, per agent, which slots hold its cell (mean share over frames): it shows slots that hold several agents.
 
 Reproduces the README's slot masses (validation episodes; the test split stays for `flam eval`):
     .venv/bin/python scripts/slot_masses.py checkpoints/multigrid-4/flam-anchored data/multigrid-4 --split val
@@ -26,16 +27,24 @@ def main() -> None:
     args = parser.parse_args()
     model = load_world_model(args.checkpoint, torch.device("cpu"))
     dataset = Dataset.open(args.data)
-    masses = []
+    masses, cell_shares = [], []
     for episode in dataset.split(args.split)[: args.episodes]:
         frames = torch.from_numpy(np.asarray(dataset.frames(episode)))[None]  # [1, T, H, W, 3]
         _, inference = model.analyse(frames)
-        masses.append(inference.masks[0].float().sum(dim=(-1, -2)))  # [T, K] tokens each slot holds
-    mass = torch.cat(masses).numpy()  # [F, K]
-    grid = inference.masks.shape[-1] * inference.masks.shape[-2]
+        masks = inference.masks[0].float().numpy()  # [T, K, h, w]
+        masses.append(masks.sum(axis=(-1, -2)))  # [T, K] tokens each slot holds
+        cells = (dataset.ground_truth(episode).positions // (dataset.image_size // masks.shape[-1])).astype(int)
+        time = np.arange(len(masks))[:, None]
+        cell_shares.append(masks[time, :, cells[..., 0], cells[..., 1]])  # [T, N, K]
+    mass = np.concatenate(masses)  # [F, K]
+    grid = masks.shape[-1] * masks.shape[-2]
     print(f"{args.checkpoint}: slot masses in tokens of {grid}, {mass.shape[0]} frames of '{args.split}'")
     for name, values in (("mean", mass.mean(0)), ("min", mass.min(0)), ("max", mass.max(0))):
         print(f"{name:>4}: " + " / ".join(f"{v:.2f}" for v in values))
+    share = np.concatenate(cell_shares).mean(0)  # [N, K]
+    print("share of each agent's cell held by each slot (mean over frames):")
+    for agent, row in enumerate(share):
+        print(f"agent {agent}: " + " / ".join(f"{v:.2f}" for v in row) + f"  -> slot {row.argmax()}")
 
 
 if __name__ == "__main__":
