@@ -21,7 +21,9 @@ $flam train tokenizer --data "$data" --out "$set_dir/tokenizer" $(resume_flag "$
 # charged to leave for (from step 1,500), and slots read only tokens they hold >= 10% of, so no slot reads the
 # agents' positions from the holes they cut in the background (validation: 40.9 dB, DCI 0.96 / 0.83 / 0.93, against
 # 39.1 dB and 0.77 / 0.61 / 0.92 without); the 8-agent one was trained before those options existed. Each recipe is
-# the one its shipped model was trained with, so --resume accepts it.
+# the one its shipped model was trained with, so --resume accepts it. Binding every agent is not certain: the shipped
+# 4-agent model trained in bf16 (AVX-512 BF16 CPU); the same recipe in fp32 (the default on an AVX2-only CPU) lost
+# one agent's slot at step 2,000 (README, "Still short"); check `action_slots` and `binding` in the validation lines.
 anchored=(--arch flam --set aggregator=anchored --set factorizer.mass_floor=1 --steps 6000)
 if [ "$agents" = 4 ]; then
   anchored+=(--set factorizer.background_sink=true --set factorizer.read_threshold=0.1
