@@ -23,7 +23,7 @@ $flam train tokenizer --data "$data" --out "$set_dir/tokenizer" $(resume_flag "$
 # 39.1 dB and 0.77 / 0.61 / 0.92 without); the 8-agent one was trained before those options existed. Each recipe is
 # the one its shipped model was trained with, so --resume accepts it. Binding every agent is not certain: the shipped
 # 4-agent model trained in bf16 (AVX-512 BF16 CPU); the same recipe in fp32 (the default on an AVX2-only CPU) lost
-# one agent's slot at step 2,000 (README, "Still short"); check `action_slots` and `binding` in the validation lines.
+# one agent's slot at step 2,000 (reports/recipe-variants); check `action_slots` and `binding` in the validation lines.
 anchored=(--arch flam --set aggregator=anchored --set factorizer.mass_floor=1 --steps 6000)
 if [ "$agents" = 4 ]; then
   anchored+=(--set factorizer.background_sink=true --set factorizer.read_threshold=0.1
