@@ -31,7 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lam.add_argument("--arch", choices=("flam", "monolithic"), required=True)
     lam.add_argument("--tokenizer", type=Path, required=True, metavar="CKPT_DIR", help="trained tokenizer folder")
     lam.add_argument("--slots", type=int, help="K (FLAM); default: the dataset's agents + 2")
-    lam.add_argument("--action-size", type=int, default=48, help="total latent action size d; FLAM slots get d // K")
+    lam.add_argument("--action-size", type=int, help="total latent action size d (default 48); FLAM slots get d // K")
+    lam.add_argument(
+        "--init",
+        type=Path,
+        metavar="CKPT_DIR",
+        help="fine-tune: start from this checkpoint's weights and model config (--set changes it, e.g. a loss cost), "
+        "with a fresh optimizer and learning-rate schedule",
+    )
     lam.add_argument(
         "--set",
         action="append",
@@ -48,6 +55,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="CKPT_DIR", help="checkpoint folder to write")
     parser.add_argument("--preset", choices=PRESETS, default="default")
     parser.add_argument("--steps", type=int, help="override the preset's number of steps")
+    parser.add_argument("--lr", type=float, help="override the preset's peak learning rate (e.g. lower to fine-tune)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument(
@@ -73,6 +81,8 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise CliError(f"{args.out}: nothing to resume (no checkpoint there)")
     if args.steps is not None and args.steps < 1:
         raise CliError("--steps must be at least 1")
+    if args.lr is not None and not args.lr > 0:
+        raise CliError(f"--lr must be a positive number, got {args.lr}")
 
 
 def _relaunch(args: argparse.Namespace) -> int | None:
@@ -133,6 +143,10 @@ def run_lam(args: argparse.Namespace) -> int:
     _check_paths(args)
     if not (args.tokenizer / "config.json").is_file():
         raise CliError(f"{args.tokenizer}: not a checkpoint folder; train one with `flam train tokenizer`")
+    if args.init is not None and not (args.init / "config.json").is_file():
+        raise CliError(f"--init {args.init}: not a checkpoint folder (no config.json)")
+    if args.init is not None and args.init.resolve() == args.out.resolve():
+        raise CliError("--init and --out are the same folder; to continue a run use --resume instead")
     overrides = dict(_parse_override(item) for item in args.set)
     relaunched = _relaunch(args)
     if relaunched is not None:
@@ -153,6 +167,8 @@ def run_lam(args: argparse.Namespace) -> int:
             overrides,
             parse_device(args.device),
             args.bf16,
+            init=args.init,
+            lr=args.lr,
         )
     )
 

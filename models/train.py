@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from flam.models.checkpoint import (
+    TRAINING_FILE,
     WEIGHTS_FILE,
     CheckpointError,
     config_from_dict,
@@ -42,7 +43,9 @@ from flam.models.checkpoint import (
     save_checkpoint,
     unflatten_optimizer_state,
 )
+from flam.models.flam import FLAMConfig
 from flam.models.lam import count_action_slots
+from flam.models.monolithic import MonolithicConfig
 from flam.models.presets import TrainConfig, lam_preset, tokenizer_preset
 from flam.models.registry import KINDS, build_model, load_model
 from flam.models.tokenizer import Tokenizer, frames_to_tensor
@@ -96,6 +99,7 @@ class Trainer:
         world: Distributed,
         extra: dict[str, Any],
         log: Log,
+        init: Path | None = None,
     ) -> None:
         self.kind, self.model_config, self.train, self.out = kind, model_config, train, Path(out)
         self.sample, self.validate, self.device, self.world, self.extra, self.log = (
@@ -108,6 +112,8 @@ class Trainer:
         )
         torch.manual_seed(train.seed)  # same initial weights on every rank
         self.model = build_model(kind, model_config).to(device)
+        # Where the weights started when they did not start at random: the record of that run, kept for the card.
+        self.init_record = _load_init(self.model, Path(init), kind) if init is not None else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.rng = np.random.default_rng([train.seed, world.rank])  # each rank draws different clips
         self.step = 0
@@ -133,6 +139,8 @@ class Trainer:
         self.seconds = float(training["seconds"])
         self.history = list(training["history"])
         self.sessions = list(training.get("sessions", []))
+        if training.get("init", {}).get("weights_sha256") != (self.init_record or {}).get("weights_sha256"):
+            raise CheckpointError(f"{self.out}: was started from other weights; resume with the same --init (or none)")
         rng_states = training["rng"]
         self.rng.bit_generator.state = rng_states[min(self.world.rank, len(rng_states) - 1)]
         torch.set_rng_state(tensors["torch_rng"])
@@ -158,6 +166,7 @@ class Trainer:
             "weight_digests": weight_digests,  # per rank: DDP keeps them identical
             "command": " ".join(sys.argv),
             "sessions": self.sessions,
+            **({"init": self.init_record} if self.init_record else {}),
         }
         save_checkpoint(
             self.out,
@@ -248,6 +257,40 @@ class Trainer:
                 self._checkpoint()
             if stopping:
                 return
+
+
+def _load_init(model: nn.Module, folder: Path, kind: str) -> dict[str, Any]:
+    """Copy a checkpoint's weights into `model` (fine-tuning) and return that run's provenance.
+
+    The names and shapes must match, except the loss costs' step counter (`steps_trained`): a run that adds
+    scheduled costs to a model trained without them starts their warm-up at 0, and one that drops them drops it.
+    """
+    source, _ = load_model(folder, (kind,))
+    try:
+        mismatched = model.load_state_dict(source.state_dict(), strict=False)
+    except RuntimeError as error:  # a shape differs
+        raise CheckpointError(f"{folder}: its weights do not fit this model ({str(error).splitlines()[-1]})") from None
+    extra = {*mismatched.missing_keys, *mismatched.unexpected_keys} - {"steps_trained"}
+    if extra:
+        raise CheckpointError(
+            f"{folder}: its weights do not fit this model ({', '.join(sorted(extra)[:4])} differ); fine-tuning can "
+            "change loss options, not the architecture"
+        )
+    training = _read_training_record(folder)
+    return {
+        "checkpoint": str(folder),
+        "weights_sha256": file_sha256(folder / WEIGHTS_FILE),
+        "step": training.get("step"),
+        "seconds": training.get("seconds"),
+        "sessions": training.get("sessions", []),
+        "command": training.get("command"),
+    }
+
+
+def _read_training_record(folder: Path) -> dict[str, Any]:
+    """training.json of a checkpoint folder, or {} for one that `flam train` did not write."""
+    path = folder / TRAINING_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class StopOnSignal:
@@ -347,13 +390,14 @@ def train_tokenizer(
     device: torch.device | None = None,
     bf16: bool | None = None,
     log: Log = _print,
+    lr: float | None = None,
 ) -> nn.Module:
     """Stage 1: fit the tokenizer to a dataset's training frames (pixel MSE)."""
     device = device or default_device()
     world = init_distributed(device)
     dataset = open_dataset(data)
     model_config, train = tokenizer_preset(preset, dataset.image_size)
-    train = _override(train, steps, bf16)
+    train = _override(train, steps, bf16, lr)
     train_frames = dataset.frames_for(dataset.split("train"))  # uint8 [E, T, H, W, 3]
     train_frames = torch.from_numpy(train_frames.reshape(-1, *train_frames.shape[2:]))  # [E*T, H, W, 3]
     val_frames = dataset.frames_for(dataset.split("val") or dataset.split("train")[:1])
@@ -377,7 +421,24 @@ def train_tokenizer(
     return trainer.run()
 
 
-def _override(train: TrainConfig, steps: int | None, bf16: bool | None) -> TrainConfig:
+def _init_config(
+    folder: Path, arch: str, tokenizer_dir: Path, slots: int | None, action_size: int | None
+) -> FLAMConfig | MonolithicConfig:
+    """The model config of the checkpoint a fine-tuning run starts from, checked against the run's other inputs."""
+    header = read_header(folder, (arch,))
+    if slots is not None or action_size is not None:
+        raise ValueError("--init takes K and the action size from its checkpoint; leave out --slots and --action-size")
+    trained_on = header.get("tokenizer", {}).get("sha256")
+    if trained_on != file_sha256(tokenizer_dir / WEIGHTS_FILE):
+        raise ValueError(f"{folder} was trained on another tokenizer than {tokenizer_dir}; pass the one it used")
+    return config_from_dict(KINDS[arch][0], header["config"])
+
+
+def _override(train: TrainConfig, steps: int | None, bf16: bool | None, lr: float | None = None) -> TrainConfig:
+    if lr is not None:
+        if not lr > 0:
+            raise ValueError("--lr must be positive")
+        train = replace(train, lr=lr)
     if steps is not None:
         if steps < 1:
             raise ValueError("--steps must be at least 1")
@@ -460,13 +521,18 @@ def train_lam(
     steps: int | None = None,
     resume: bool = False,
     slots: int | None = None,
-    action_size: int = 48,
+    action_size: int | None = None,
     overrides: dict[str, Any] | None = None,
     device: torch.device | None = None,
     bf16: bool | None = None,
     log: Log = _print,
+    init: Path | None = None,
+    lr: float | None = None,
 ) -> nn.Module:
-    """Stage 2: train FLAM or the monolithic baseline on the frozen tokenizer's cached codes."""
+    """Stage 2: train FLAM or the monolithic baseline on the frozen tokenizer's cached codes.
+
+    With `init`, the weights and model config (plus `overrides`) start from that checkpoint, with a fresh optimizer
+    and schedule: fine-tuning, e.g. with a cost that would stop a run from scratch binding its slots."""
     device = device or default_device()
     world = init_distributed(device)
     dataset = open_dataset(data)
@@ -476,10 +542,12 @@ def train_lam(
     if tok.image_size != dataset.image_size:
         raise ValueError(f"the tokenizer takes {tok.image_size}px frames, the dataset has {dataset.image_size}px")
     n_slots = slots or max(2, int(dataset.manifest.get("n_agents") or 4) + 2)
-    model_config, train = lam_preset(preset, arch, tok.feature_dim, tok.grid, n_slots, action_size)
+    model_config, train = lam_preset(preset, arch, tok.feature_dim, tok.grid, n_slots, action_size or 48)
+    if init is not None:
+        model_config = _init_config(Path(init), arch, Path(tokenizer_dir), slots, action_size)
     if overrides:
         model_config = _apply_overrides(model_config, overrides)
-    train = _override(train, steps, bf16)
+    train = _override(train, steps, bf16, lr)
     if dataset.frames_per_episode < train.clip_frames:
         train = replace(train, clip_frames=dataset.frames_per_episode)
     # Every rank encodes (or reads the cache) itself; rank 0 writes the cache first so the others read it.
@@ -538,7 +606,7 @@ def train_lam(
         },
         "data": _data_summary(dataset, data),
     }
-    trainer = Trainer(arch, model_config, train, out, sample, validate, device, world, extra, log)
+    trainer = Trainer(arch, model_config, train, out, sample, validate, device, world, extra, log, init)
     _announce(arch, model_config, train, world, device, _count(trainer.model), log)
     if resume:
         trainer.resume()

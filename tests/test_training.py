@@ -1,5 +1,5 @@
 """Training: the loss falls, resume continues exactly, kill -9 loses only the steps since the last checkpoint,
-SIGTERM loses none, DDP on two CPU ranks, and the CLI's errors."""
+SIGTERM loses none, DDP on two CPU ranks, fine-tuning from a checkpoint, and the CLI's errors."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from flam.main import main
-from flam.models.checkpoint import read_training
+from flam.models.checkpoint import WEIGHTS_FILE, file_sha256, read_training
 from flam.models.registry import load_model
 from flam.models.train import native_bf16, train_lam, train_tokenizer
 
@@ -217,3 +217,53 @@ def test_cli_errors_are_one_line(
     assert "not a checkpoint folder" in capsys.readouterr().err
     assert main([*base, "--data", str(tiny_dataset), "--out", str(tmp_path / "o3"), "--set", "nonsense=1"]) == 2
     assert "unknown model option" in capsys.readouterr().err
+
+
+def test_fine_tuning_starts_from_a_checkpoint_with_changed_costs(
+    tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "source"
+    train_lam("flam", tokenizer_dir, tiny_dataset, source, preset="tiny", steps=20, slots=3, action_size=6, log=quiet)
+    trained, _ = load_model(source, ("flam",))
+    tuned = tmp_path / "tuned"
+
+    def fine_tune(out: Path, *extra: str, arch: str = "flam", tokenizer: Path = tokenizer_dir) -> list[str]:
+        # K and the action size come from --init; a learning rate this small leaves the weights where they started.
+        return ["train", "lam", "--arch", arch, "--tokenizer", str(tokenizer), "--data", str(tiny_dataset),
+                "--preset", "tiny", "--init", str(source), "--out", str(out), "--steps", "4", "--lr", "1e-12",
+                "--set", "impurity_cost=0.01", *extra]  # fmt: skip
+
+    assert main(fine_tune(tuned)) == 0
+    model, header = load_model(tuned, ("flam",))
+    assert header["config"]["impurity_cost"] == 0.01
+    assert header["config"]["factorizer"]["n_slots"] == 3
+    for name, weight in trained.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], weight, atol=1e-6, rtol=0, msg=name)
+    # The new cost's warm-up counts from the fine-tuning's first step: the source had no scheduled cost.
+    assert int(model.steps_trained) == 4
+    training = read_training(tuned)[0]
+    assert training["step"] == 4 and training["train_config"]["lr"] == 1e-12
+    assert training["init"]["step"] == 20 and training["init"]["sessions"][0]["to_step"] == 20
+    assert training["init"]["weights_sha256"] == file_sha256(source / WEIGHTS_FILE)
+    capsys.readouterr()
+    # Resuming needs the same starting weights.
+    assert main(fine_tune(tuned, "--steps", "6", "--resume")) == 0
+    assert read_training(tuned)[0]["step"] == 6
+    from_scratch = [a for a in fine_tune(tuned, "--steps", "8", "--resume") if a not in ("--init", str(source))]
+    assert main([*from_scratch, "--slots", "3", "--action-size", "6"]) == 2
+    assert "started from other weights" in capsys.readouterr().err
+    # Every other mismatch is a one-line error before any training, and leaves nothing behind.
+    other_tokenizer = tmp_path / "other-tokenizer"
+    train_tokenizer(tiny_dataset, other_tokenizer, preset="tiny", steps=1, log=quiet)
+    errors = {
+        "slots": (fine_tune(tmp_path / "e1", "--slots", "3"), "leave out --slots"),
+        "lr": (fine_tune(tmp_path / "e2", "--lr", "0"), "--lr must be a positive number"),
+        "arch": (fine_tune(tmp_path / "e3", arch="monolithic"), "expected monolithic"),
+        "tokenizer": (fine_tune(tmp_path / "e4", tokenizer=other_tokenizer), "trained on another tokenizer"),
+    }
+    for case, (argv, message) in errors.items():
+        assert main(argv) == 2, case
+        assert message in capsys.readouterr().err, case
+        assert not Path(argv[argv.index("--out") + 1]).exists(), case
+    assert main(fine_tune(source, "--resume")) == 2
+    assert "use --resume instead" in capsys.readouterr().err

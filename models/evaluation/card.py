@@ -59,13 +59,22 @@ def _training_lines(name: str, folder: Path) -> list[str]:
     sessions = training.get("sessions")
     if not sessions:  # written before sessions were recorded: only the last command is known
         return [f"- {name}: `{training.get('command', '?')}`", f"  - {totals}"]
+    lines = [f"- {name}: {totals}", *_session_lines(sessions, "  ")]
+    init = training.get("init")
+    if init:  # fine-tuned: the run its weights started from
+        lines += [
+            f"  - started from the weights of `{init.get('checkpoint')}` (sha256 `{init.get('weights_sha256')}`), "
+            f"trained {init.get('step')} steps in {init.get('seconds')} s:",
+            *_session_lines(init.get("sessions") or [{"command": init.get("command")}], "    "),
+        ]
+    return lines
+
+
+def _session_lines(sessions: list[dict[str, Any]], indent: str) -> list[str]:
     return [
-        f"- {name}: {totals}",
-        *[
-            f"  - steps {s.get('from_step')}–{s.get('to_step', s.get('from_step'))} on {s.get('device', '?')}"
-            f"{', ' + s['precision'] if 'precision' in s else ''}, {s.get('seconds', 0.0)} s: `{s.get('command', '?')}`"
-            for s in sessions
-        ],
+        f"{indent}- steps {s.get('from_step')}–{s.get('to_step', s.get('from_step'))} on {s.get('device', '?')}"
+        f"{', ' + s['precision'] if 'precision' in s else ''}, {s.get('seconds', 0.0)} s: `{s.get('command', '?')}`"
+        for s in sessions
     ]
 
 
