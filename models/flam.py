@@ -53,8 +53,9 @@ class FLAMConfig:
     # read in any iteration, and the first iteration, where every slot starts from its learned initialisation, is
     # where spare slots read: the 4-agent default's empty slots hold nothing at the last iteration, yet in the
     # first one slot 2 reads background in every frame and slot 3 reads a share of the blue agent's cell in 12% of
-    # them, and that slot predicts blue's position with 38% accuracy, which keeps DCI completeness at 0.82.
-    # 0 = off.
+    # them, and that slot predicts blue's position with 38% accuracy, which kept DCI completeness at 0.82. From
+    # step 0 it kept runs from binding every agent; as 1,500 steps of fine-tuning (`--init`) of that bound model it
+    # emptied those reads (completeness 1.00 on validation; reports/recipe-variants). 0 = off.
     impurity_cost: float = 0.0
     # Most tokens of attention mass a slot may hold before each token more costs mass_cap_weight (summed over
     # slots, averaged over frames; the last attention iteration's masks, which the aggregator and the studio use).
