@@ -113,7 +113,7 @@ class Trainer:
         torch.manual_seed(train.seed)  # same initial weights on every rank
         self.model = build_model(kind, model_config).to(device)
         # Where the weights started when they did not start at random: the record of that run, kept for the card.
-        self.init_record = _load_init(self.model, Path(init), kind) if init is not None else None
+        self.init_record = _load_init(self.model, Path(init), kind, log) if init is not None else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.rng = np.random.default_rng([train.seed, world.rank])  # each rank draws different clips
         self.step = 0
@@ -259,23 +259,29 @@ class Trainer:
                 return
 
 
-def _load_init(model: nn.Module, folder: Path, kind: str) -> dict[str, Any]:
+def _load_init(model: nn.Module, folder: Path, kind: str, log: Log) -> dict[str, Any]:
     """Copy a checkpoint's weights into `model` (fine-tuning) and return that run's provenance.
 
-    The names and shapes must match, except the loss costs' step counter (`steps_trained`): a run that adds
-    scheduled costs to a model trained without them starts their warm-up at 0, and one that drops them drops it.
+    Every weight of the checkpoint must fit the model. Weights the checkpoint lacks keep their fresh initialisation
+    (an option that adds some, e.g. a background sink's query), and so does the loss costs' step counter
+    (`steps_trained`): a run that adds scheduled costs to a model trained without them starts their warm-up at 0.
     """
     source, _ = load_model(folder, (kind,))
+    state = source.state_dict()
+    if "steps_trained" not in model.state_dict():  # the run drops the scheduled costs, and their counter with them
+        state.pop("steps_trained", None)
     try:
-        mismatched = model.load_state_dict(source.state_dict(), strict=False)
+        mismatched = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # a shape differs
         raise CheckpointError(f"{folder}: its weights do not fit this model ({str(error).splitlines()[-1]})") from None
-    extra = {*mismatched.missing_keys, *mismatched.unexpected_keys} - {"steps_trained"}
-    if extra:
+    if mismatched.unexpected_keys:
         raise CheckpointError(
-            f"{folder}: its weights do not fit this model ({', '.join(sorted(extra)[:4])} differ); fine-tuning can "
-            "change loss options, not the architecture"
+            f"{folder}: this model has no place for its weights {', '.join(sorted(mismatched.unexpected_keys)[:4])}; "
+            "fine-tuning can add parts (e.g. a background sink) and change loss options, not remove parts"
         )
+    fresh = sorted(set(mismatched.missing_keys) - {"steps_trained"})
+    if fresh:
+        log(f"fine-tuning {folder}: these weights are new and start from their initialisation: {', '.join(fresh)}")
     training = _read_training_record(folder)
     return {
         "checkpoint": str(folder),
@@ -284,6 +290,7 @@ def _load_init(model: nn.Module, folder: Path, kind: str) -> dict[str, Any]:
         "seconds": training.get("seconds"),
         "sessions": training.get("sessions", []),
         "command": training.get("command"),
+        "fresh_weights": fresh,
     }
 
 

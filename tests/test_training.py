@@ -17,6 +17,7 @@ import torch
 
 from flam.main import main
 from flam.models.checkpoint import WEIGHTS_FILE, file_sha256, read_training
+from flam.models.evaluation.card import _training_lines as training_lines
 from flam.models.registry import load_model
 from flam.models.train import native_bf16, train_lam, train_tokenizer
 
@@ -227,10 +228,12 @@ def test_fine_tuning_starts_from_a_checkpoint_with_changed_costs(
     trained, _ = load_model(source, ("flam",))
     tuned = tmp_path / "tuned"
 
-    def fine_tune(out: Path, *extra: str, arch: str = "flam", tokenizer: Path = tokenizer_dir) -> list[str]:
+    def fine_tune(
+        out: Path, *extra: str, arch: str = "flam", tokenizer: Path = tokenizer_dir, init: Path = source
+    ) -> list[str]:
         # K and the action size come from --init; a learning rate this small leaves the weights where they started.
         return ["train", "lam", "--arch", arch, "--tokenizer", str(tokenizer), "--data", str(tiny_dataset),
-                "--preset", "tiny", "--init", str(source), "--out", str(out), "--steps", "4", "--lr", "1e-12",
+                "--preset", "tiny", "--init", str(init), "--out", str(out), "--steps", "4", "--lr", "1e-12",
                 "--set", "impurity_cost=0.01", *extra]  # fmt: skip
 
     assert main(fine_tune(tuned)) == 0
@@ -252,6 +255,13 @@ def test_fine_tuning_starts_from_a_checkpoint_with_changed_costs(
     from_scratch = [a for a in fine_tune(tuned, "--steps", "8", "--resume") if a not in ("--init", str(source))]
     assert main([*from_scratch, "--slots", "3", "--action-size", "6"]) == 2
     assert "started from other weights" in capsys.readouterr().err
+    # A part the source lacks (a background sink's query) starts from its initialisation and is recorded.
+    sink = tmp_path / "sink"
+    assert main(fine_tune(sink, "--set", "factorizer.background_sink=true")) == 0
+    assert read_training(sink)[0]["init"]["fresh_weights"] == ["factorizer.sink_query"]
+    assert read_training(tuned)[0]["init"]["fresh_weights"] == []
+    card = "\n".join(training_lines("flam", sink))  # the model card's training section names where it started
+    assert f"started from the weights of `{source}`" in card and "initialisation: factorizer.sink_query" in card
     # Every other mismatch is a one-line error before any training, and leaves nothing behind.
     other_tokenizer = tmp_path / "other-tokenizer"
     train_tokenizer(tiny_dataset, other_tokenizer, preset="tiny", steps=1, log=quiet)
@@ -260,6 +270,10 @@ def test_fine_tuning_starts_from_a_checkpoint_with_changed_costs(
         "lr": (fine_tune(tmp_path / "e2", "--lr", "0"), "--lr must be a positive number"),
         "arch": (fine_tune(tmp_path / "e3", arch="monolithic"), "expected monolithic"),
         "tokenizer": (fine_tune(tmp_path / "e4", tokenizer=other_tokenizer), "trained on another tokenizer"),
+        "dropped part": (
+            fine_tune(tmp_path / "e5", "--set", "factorizer.background_sink=false", init=sink),
+            "no place for its weights factorizer.sink_query",
+        ),
     }
     for case, (argv, message) in errors.items():
         assert main(argv) == 2, case

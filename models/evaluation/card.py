@@ -62,9 +62,11 @@ def _training_lines(name: str, folder: Path) -> list[str]:
     lines = [f"- {name}: {totals}", *_session_lines(sessions, "  ")]
     init = training.get("init")
     if init:  # fine-tuned: the run its weights started from
+        fresh = init.get("fresh_weights")
+        added = f" (new weights, from their initialisation: {', '.join(fresh)})" if fresh else ""
         lines += [
             f"  - started from the weights of `{init.get('checkpoint')}` (sha256 `{init.get('weights_sha256')}`), "
-            f"trained {init.get('step')} steps in {init.get('seconds')} s:",
+            f"trained {init.get('step')} steps in {init.get('seconds')} s{added}:",
             *_session_lines(init.get("sessions") or [{"command": init.get("command")}], "    "),
         ]
     return lines
