@@ -41,6 +41,9 @@ def tokenizer_preset(name: str, image_size: int) -> tuple[TokenizerConfig, Train
     )
 
 
+ACTION_SIZE = 48  # total latent action size d of the LAM presets, the same for FLAM (split over K) and monolithic
+
+
 def lam_preset(
     name: str, arch: str, feature_dim: int, grid: int, n_slots: int, action_size: int
 ) -> tuple[FLAMConfig | MonolithicConfig, TrainConfig]:

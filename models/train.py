@@ -46,7 +46,7 @@ from flam.models.checkpoint import (
 from flam.models.flam import FLAMConfig
 from flam.models.lam import count_action_slots
 from flam.models.monolithic import MonolithicConfig
-from flam.models.presets import TrainConfig, lam_preset, tokenizer_preset
+from flam.models.presets import ACTION_SIZE, TrainConfig, lam_preset, tokenizer_preset
 from flam.models.registry import KINDS, build_model, load_model
 from flam.models.tokenizer import Tokenizer, frames_to_tensor
 from flam.models.world_model import default_device
@@ -549,7 +549,7 @@ def train_lam(
     if tok.image_size != dataset.image_size:
         raise ValueError(f"the tokenizer takes {tok.image_size}px frames, the dataset has {dataset.image_size}px")
     n_slots = slots or max(2, int(dataset.manifest.get("n_agents") or 4) + 2)
-    model_config, train = lam_preset(preset, arch, tok.feature_dim, tok.grid, n_slots, action_size or 48)
+    model_config, train = lam_preset(preset, arch, tok.feature_dim, tok.grid, n_slots, action_size or ACTION_SIZE)
     if init is not None:
         model_config = _init_config(Path(init), arch, Path(tokenizer_dir), slots, action_size)
     if overrides:

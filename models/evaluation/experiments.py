@@ -21,6 +21,7 @@ import torch
 from flam.models.checkpoint import CONFIG_FILE, TRAINING_FILE
 from flam.models.evaluation.protocol import EvalConfig, Evaluation, evaluate
 from flam.models.model_set import TOKENIZER
+from flam.models.presets import ACTION_SIZE
 from flam.models.report import (
     dci_scores,
     line_plot,
@@ -51,7 +52,7 @@ class ExperimentConfig:
     preset: str = "default"
     tokenizer_steps: int | None = 2000  # None: the preset's
     lam_steps: int | None = 5000  # None: the preset's
-    action_size: int = 48  # total latent action size d, the same for both architectures
+    action_size: int = ACTION_SIZE  # total latent action size d, the same for both architectures
     extra_slots: int = 2  # FLAM K = agents + extra_slots ...
     slots: int | None = None  # ... unless K is fixed here (the correlated test: 3)
     archs: tuple[str, ...] = ARCHS
