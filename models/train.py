@@ -291,6 +291,7 @@ def _load_init(model: nn.Module, folder: Path, kind: str, log: Log) -> dict[str,
         "sessions": training.get("sessions", []),
         "command": training.get("command"),
         "fresh_weights": fresh,
+        **({"init": training["init"]} if "init" in training else {}),  # that run was fine-tuned too
     }
 
 

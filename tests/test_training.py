@@ -262,6 +262,12 @@ def test_fine_tuning_starts_from_a_checkpoint_with_changed_costs(
     assert read_training(tuned)[0]["init"]["fresh_weights"] == []
     card = "\n".join(training_lines("flam", sink))  # the model card's training section names where it started
     assert f"started from the weights of `{source}`" in card and "initialisation: factorizer.sink_query" in card
+    # Fine-tuning a fine-tuned model keeps the whole chain.
+    chained = tmp_path / "chained"
+    assert main(fine_tune(chained, init=tuned)) == 0
+    assert read_training(chained)[0]["init"]["init"]["weights_sha256"] == file_sha256(source / WEIGHTS_FILE)
+    card = "\n".join(training_lines("flam", chained))
+    assert f"weights of `{tuned}`" in card and f"weights of `{source}`" in card
     # Every other mismatch is a one-line error before any training, and leaves nothing behind.
     other_tokenizer = tmp_path / "other-tokenizer"
     train_tokenizer(tiny_dataset, other_tokenizer, preset="tiny", steps=1, log=quiet)

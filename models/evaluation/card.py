@@ -59,17 +59,21 @@ def _training_lines(name: str, folder: Path) -> list[str]:
     sessions = training.get("sessions")
     if not sessions:  # written before sessions were recorded: only the last command is known
         return [f"- {name}: `{training.get('command', '?')}`", f"  - {totals}"]
-    lines = [f"- {name}: {totals}", *_session_lines(sessions, "  ")]
-    init = training.get("init")
-    if init:  # fine-tuned: the run its weights started from
-        fresh = init.get("fresh_weights")
-        added = f" (new weights, from their initialisation: {', '.join(fresh)})" if fresh else ""
-        lines += [
-            f"  - started from the weights of `{init.get('checkpoint')}` (sha256 `{init.get('weights_sha256')}`), "
-            f"trained {init.get('step')} steps in {init.get('seconds')} s{added}:",
-            *_session_lines(init.get("sessions") or [{"command": init.get("command")}], "    "),
-        ]
-    return lines
+    return [f"- {name}: {totals}", *_session_lines(sessions, "  "), *_init_lines(training.get("init"), "  ")]
+
+
+def _init_lines(init: dict[str, Any] | None, indent: str) -> list[str]:
+    """Where a fine-tuned run's weights started, and where those started, and so on."""
+    if not init:
+        return []
+    fresh = init.get("fresh_weights")
+    added = f" (new weights, from their initialisation: {', '.join(fresh)})" if fresh else ""
+    return [
+        f"{indent}- started from the weights of `{init.get('checkpoint')}` (sha256 `{init.get('weights_sha256')}`), "
+        f"trained {init.get('step')} steps in {init.get('seconds')} s{added}:",
+        *_session_lines(init.get("sessions") or [{"command": init.get("command")}], indent + "  "),
+        *_init_lines(init.get("init"), indent + "  "),
+    ]
 
 
 def _session_lines(sessions: list[dict[str, Any]], indent: str) -> list[str]:
