@@ -24,7 +24,7 @@ $flam train tokenizer --data "$data" --out "$set_dir/tokenizer" $(resume_flag "$
 # agents' positions from the holes they cut in the background (validation: 40.9 dB, DCI 0.96 / 0.83 / 0.93, against
 # 39.1 dB and 0.77 / 0.61 / 0.92 without); the 8-agent one was trained before those options existed. Each recipe is
 # the one its shipped model was trained with, so --resume accepts it. Binding every agent is not certain: the shipped
-# 4-agent model trained in bf16 (AVX-512 BF16 CPU); the same recipe in fp32 (the default on an AVX2-only CPU) lost
+# 4-agent base trained in bf16 (AVX-512 BF16 CPU); the same recipe in fp32 (the default on an AVX2-only CPU) lost
 # one agent's slot at step 2,000 (reports/recipe-variants); check `action_slots` and `binding` in the validation lines.
 # At 4 agents those 6,000 steps are a base that is then fine-tuned for 1,500 steps with an impurity cost (each token
 # to one competitor, in every attention iteration), which empties the spare slots' first-iteration reads of the
