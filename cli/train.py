@@ -56,6 +56,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESETS, default="default")
     parser.add_argument("--steps", type=int, help="override the preset's number of steps")
     parser.add_argument("--lr", type=float, help="override the preset's peak learning rate (e.g. lower to fine-tune)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the initial weights and of the clips drawn (default 0); other seeds show how much a result "
+        "owes to luck",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument(
@@ -134,7 +140,15 @@ def run_tokenizer(args: argparse.Namespace) -> int:
 
     return _guard(
         lambda: train_tokenizer(
-            args.data, args.out, args.preset, args.steps, args.resume, parse_device(args.device), args.bf16
+            args.data,
+            args.out,
+            args.preset,
+            args.steps,
+            args.resume,
+            parse_device(args.device),
+            args.bf16,
+            lr=args.lr,
+            seed=args.seed,
         )
     )
 
@@ -169,6 +183,7 @@ def run_lam(args: argparse.Namespace) -> int:
             args.bf16,
             init=args.init,
             lr=args.lr,
+            seed=args.seed,
         )
     )
 

@@ -399,13 +399,14 @@ def train_tokenizer(
     bf16: bool | None = None,
     log: Log = _print,
     lr: float | None = None,
+    seed: int | None = None,
 ) -> nn.Module:
     """Stage 1: fit the tokenizer to a dataset's training frames (pixel MSE)."""
     device = device or default_device()
     world = init_distributed(device)
     dataset = open_dataset(data)
     model_config, train = tokenizer_preset(preset, dataset.image_size)
-    train = _override(train, steps, bf16, lr)
+    train = _override(train, steps, bf16, lr, seed)
     train_frames = dataset.frames_for(dataset.split("train"))  # uint8 [E, T, H, W, 3]
     train_frames = torch.from_numpy(train_frames.reshape(-1, *train_frames.shape[2:]))  # [E*T, H, W, 3]
     val_frames = dataset.frames_for(dataset.split("val") or dataset.split("train")[:1])
@@ -442,11 +443,15 @@ def _init_config(
     return config_from_dict(KINDS[arch][0], header["config"])
 
 
-def _override(train: TrainConfig, steps: int | None, bf16: bool | None, lr: float | None = None) -> TrainConfig:
+def _override(
+    train: TrainConfig, steps: int | None, bf16: bool | None, lr: float | None = None, seed: int | None = None
+) -> TrainConfig:
     if lr is not None:
         if not lr > 0:
             raise ValueError("--lr must be positive")
         train = replace(train, lr=lr)
+    if seed is not None:
+        train = replace(train, seed=seed)
     if steps is not None:
         if steps < 1:
             raise ValueError("--steps must be at least 1")
@@ -536,6 +541,7 @@ def train_lam(
     log: Log = _print,
     init: Path | None = None,
     lr: float | None = None,
+    seed: int | None = None,
 ) -> nn.Module:
     """Stage 2: train FLAM or the monolithic baseline on the frozen tokenizer's cached codes.
 
@@ -555,7 +561,7 @@ def train_lam(
         model_config = _init_config(Path(init), arch, Path(tokenizer_dir), slots, action_size)
     if overrides:
         model_config = _apply_overrides(model_config, overrides)
-    train = _override(train, steps, bf16, lr)
+    train = _override(train, steps, bf16, lr, seed)
     if dataset.frames_per_episode < train.clip_frames:
         train = replace(train, clip_frames=dataset.frames_per_episode)
     # Every rank encodes (or reads the cache) itself; rank 0 writes the cache first so the others read it.

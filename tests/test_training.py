@@ -287,3 +287,24 @@ def test_fine_tuning_starts_from_a_checkpoint_with_changed_costs(
         assert not Path(argv[argv.index("--out") + 1]).exists(), case
     assert main(fine_tune(source, "--resume")) == 2
     assert "use --resume instead" in capsys.readouterr().err
+
+
+def test_lr_and_seed_reach_both_stages(tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path) -> None:
+    """--lr and --seed are recorded in the run's train config; another seed gives other initial weights and clips,
+    the same seed the same run."""
+    tok = ["train", "tokenizer", "--data", str(tiny_dataset), "--preset", "tiny", "--steps", "2", "--lr", "5e-4"]
+    assert main([*tok, "--seed", "3", "--out", str(tmp_path / "tok")]) == 0
+    config = read_training(tmp_path / "tok")[0]["train_config"]
+    assert (config["lr"], config["seed"]) == (5e-4, 3)
+    lam = [
+        a
+        for a in tiny_flam_args(tokenizer_dir, tiny_dataset, tmp_path / "x")
+        if a not in ("--out", str(tmp_path / "x"))
+    ]
+    runs = {}
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert main([*lam, "--steps", "2", "--lr", "1e-3", "--seed", seed, "--out", str(tmp_path / name)]) == 0
+        runs[name] = load_model(tmp_path / name, ("flam",))[0].state_dict()
+        assert read_training(tmp_path / name)[0]["train_config"]["seed"] == int(seed)
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
