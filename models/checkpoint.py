@@ -183,16 +183,23 @@ def load_weights(model: nn.Module, folder: Path) -> None:
     model.load_state_dict(tensors, strict=True)
 
 
+def read_training_record(folder: Path) -> dict[str, Any] | None:
+    """training.json of a checkpoint folder (command, sessions, history, ...), None where `flam train` wrote none."""
+    path = Path(folder) / TRAINING_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+
+
 def read_training(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The JSON and tensor halves of a checkpoint's training state (for --resume)."""
     folder = Path(folder)
-    path = folder / TRAINING_FILE
-    if not path.is_file():
+    training = read_training_record(folder)
+    if training is None:
         raise CheckpointError(f"{folder}: no {TRAINING_FILE}; it was not written by `flam train`")
-    try:
-        training = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
     state_path = folder / TRAINING_STATE_FILE
     return training, (load_tensors(state_path) if state_path.exists() else {})
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flam.models.checkpoint import CONFIG_FILE, TRAINING_FILE, read_header
+from flam.models.checkpoint import CONFIG_FILE, read_header, read_training_record
 from flam.models.registry import LAM_KINDS
 from flam.worlds.dataset import Dataset, write_subset
 
@@ -38,10 +38,9 @@ class ModelEntry:
 
     def training(self) -> dict[str, Any] | None:
         """A short summary of training.json: steps done and planned, seconds, last validation metrics."""
-        path = self.folder / TRAINING_FILE
-        if not path.is_file():
+        training = read_training_record(self.folder)
+        if training is None:
             return None
-        training = json.loads(path.read_text())
         history = training.get("history") or [{}]
         return {
             "steps": training.get("step"),

@@ -31,7 +31,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from flam.models.checkpoint import (
-    TRAINING_FILE,
     WEIGHTS_FILE,
     CheckpointError,
     config_from_dict,
@@ -39,6 +38,7 @@ from flam.models.checkpoint import (
     flatten_optimizer_state,
     read_header,
     read_training,
+    read_training_record,
     recover_folder,
     save_checkpoint,
     unflatten_optimizer_state,
@@ -282,7 +282,7 @@ def _load_init(model: nn.Module, folder: Path, kind: str, log: Log) -> dict[str,
     fresh = sorted(set(mismatched.missing_keys) - {"steps_trained"})
     if fresh:
         log(f"fine-tuning {folder}: these weights are new and start from their initialisation: {', '.join(fresh)}")
-    training = _read_training_record(folder)
+    training = read_training_record(folder) or {}
     return {
         "checkpoint": str(folder),
         "weights_sha256": file_sha256(folder / WEIGHTS_FILE),
@@ -293,12 +293,6 @@ def _load_init(model: nn.Module, folder: Path, kind: str, log: Log) -> dict[str,
         "fresh_weights": fresh,
         **({"init": training["init"]} if "init" in training else {}),  # that run was fine-tuned too
     }
-
-
-def _read_training_record(folder: Path) -> dict[str, Any]:
-    """training.json of a checkpoint folder, or {} for one that `flam train` did not write."""
-    path = folder / TRAINING_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class StopOnSignal:
@@ -431,14 +425,13 @@ def train_tokenizer(
 
 
 def _init_config(
-    folder: Path, arch: str, tokenizer_dir: Path, slots: int | None, action_size: int | None
+    folder: Path, arch: str, tokenizer_dir: Path, tokenizer_sha256: str, slots: int | None, action_size: int | None
 ) -> FLAMConfig | MonolithicConfig:
     """The model config of the checkpoint a fine-tuning run starts from, checked against the run's other inputs."""
     header = read_header(folder, (arch,))
     if slots is not None or action_size is not None:
         raise ValueError("--init takes K and the action size from its checkpoint; leave out --slots and --action-size")
-    trained_on = header.get("tokenizer", {}).get("sha256")
-    if trained_on != file_sha256(tokenizer_dir / WEIGHTS_FILE):
+    if header.get("tokenizer", {}).get("sha256") != tokenizer_sha256:
         raise ValueError(f"{folder} was trained on another tokenizer than {tokenizer_dir}; pass the one it used")
     return config_from_dict(KINDS[arch][0], header["config"])
 
@@ -557,8 +550,9 @@ def train_lam(
         raise ValueError(f"the tokenizer takes {tok.image_size}px frames, the dataset has {dataset.image_size}px")
     n_slots = slots or max(2, int(dataset.manifest.get("n_agents") or 4) + 2)
     model_config, train = lam_preset(preset, arch, tok.feature_dim, tok.grid, n_slots, action_size or ACTION_SIZE)
+    tokenizer_sha256 = file_sha256(Path(tokenizer_dir) / WEIGHTS_FILE)
     if init is not None:
-        model_config = _init_config(Path(init), arch, Path(tokenizer_dir), slots, action_size)
+        model_config = _init_config(Path(init), arch, Path(tokenizer_dir), tokenizer_sha256, slots, action_size)
     if overrides:
         model_config = _apply_overrides(model_config, overrides)
     train = _override(train, steps, bf16, lr, seed)
@@ -616,7 +610,7 @@ def train_lam(
     extra = {
         "tokenizer": {
             "path": os.path.relpath(Path(tokenizer_dir).resolve(), Path(out).resolve()),
-            "sha256": file_sha256(Path(tokenizer_dir) / WEIGHTS_FILE),
+            "sha256": tokenizer_sha256,
         },
         "data": _data_summary(dataset, data),
     }

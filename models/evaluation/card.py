@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flam.models.checkpoint import CONFIG_FILE, TRAINING_FILE
+from flam.models.checkpoint import CONFIG_FILE, TRAINING_FILE, read_training_record
 from flam.models.model_set import EVAL_FILE
 from flam.models.report import summary_table, write_text
 
@@ -30,10 +30,6 @@ TARGETS: tuple[tuple[str, str, float], ...] = (
 )
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def _lookup(summary: dict[str, Any], dotted: str) -> float | None:
     value: Any = summary
     for key in dotted.split("."):
@@ -42,7 +38,7 @@ def _lookup(summary: dict[str, Any], dotted: str) -> float | None:
 
 
 def _training_lines(name: str, folder: Path) -> list[str]:
-    training = _json(folder / TRAINING_FILE)
+    training = read_training_record(folder)
     if training is None:
         return [f"- {name}: no {TRAINING_FILE} (not trained by `flam train`)"]
     hours = float(training.get("seconds", 0.0)) / 3600

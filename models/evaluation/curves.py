@@ -6,12 +6,11 @@ validation binding history at equal steps, not by their last loss. Reads each fo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flam.models.checkpoint import TRAINING_FILE
+from flam.models.checkpoint import TRAINING_FILE, read_training_record
 from flam.models.lam import ACTIVE_RATE
 from flam.models.report import line_plot, markdown_table, write_report_page
 
@@ -27,12 +26,14 @@ CURVES: tuple[tuple[str, str], ...] = (
 
 def read_history(folder: Path) -> list[dict[str, Any]]:
     """The validation history a training run recorded in `folder`."""
-    path = folder / TRAINING_FILE
-    if not path.is_file():
+    training = read_training_record(folder)
+    if training is None:
         raise ValueError(f"{folder} has no {TRAINING_FILE}: pass a folder written by `flam train`")
-    history = json.loads(path.read_text()).get("history") or []
+    history = training.get("history") or []
     if not history:
-        raise ValueError(f"{path} has no validation history yet (the first comes after val_every steps)")
+        raise ValueError(
+            f"{folder / TRAINING_FILE} has no validation history yet (the first comes after val_every steps)"
+        )
     return history
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flam.models.checkpoint import CONFIG_FILE, TRAINING_FILE
+from flam.models.checkpoint import CONFIG_FILE, read_training_record
 from flam.models.evaluation.protocol import EvalConfig, Evaluation, evaluate
 from flam.models.model_set import TOKENIZER
 from flam.models.presets import ACTION_SIZE
@@ -92,9 +92,8 @@ def generate_data(out: Path, agents: int, config: ExperimentConfig) -> Path:
 
 def _stage(folder: Path, steps: int | None, train: Callable[[bool], object], log: Log) -> None:
     """Train into `folder` unless it is complete; resume it when a partial checkpoint is there."""
-    training = folder / TRAINING_FILE
-    if training.is_file():
-        record = json.loads(training.read_text())
+    record = read_training_record(folder)
+    if record is not None:
         if record.get("step", 0) >= (steps or record.get("steps", 0)):
             log(f"{folder}: complete ({record['step']} steps), kept")
             return
