@@ -37,17 +37,30 @@ class ModelEntry:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def training(self) -> dict[str, Any] | None:
-        """A short summary of training.json: steps done and planned, seconds, last validation metrics."""
+        """A short summary of training.json: steps done and planned, seconds, last validation metrics; for a
+        fine-tuned model also the runs it started from (newest first) and the steps and seconds of the whole chain."""
         training = read_training_record(self.folder)
         if training is None:
             return None
         history = training.get("history") or [{}]
-        return {
+        summary = {
             "steps": training.get("step"),
             "planned_steps": training.get("steps"),
             "seconds": training.get("seconds"),
             "last_validation": history[-1],
         }
+        chain, init = [], training.get("init")
+        while init:
+            chain.append({"steps": init.get("step"), "seconds": init.get("seconds")})
+            init = init.get("init")
+        if chain:
+            runs = [summary, *chain]
+            summary |= {
+                "fine_tuned_from": chain,
+                "total_steps": sum(run["steps"] or 0 for run in runs),
+                "total_seconds": round(sum(run["seconds"] or 0 for run in runs), 1),
+            }
+        return summary
 
 
 def discover(checkpoints: Path) -> list[ModelEntry]:

@@ -18,6 +18,7 @@ import torch
 from flam.main import main
 from flam.models.checkpoint import WEIGHTS_FILE, file_sha256, read_training
 from flam.models.evaluation.card import _training_lines as training_lines
+from flam.models.model_set import ModelEntry
 from flam.models.registry import load_model
 from flam.models.train import native_bf16, train_lam, train_tokenizer
 
@@ -268,6 +269,9 @@ def test_fine_tuning_starts_from_a_checkpoint_with_changed_costs(
     assert read_training(chained)[0]["init"]["init"]["weights_sha256"] == file_sha256(source / WEIGHTS_FILE)
     card = "\n".join(training_lines("flam", chained))
     assert f"weights of `{tuned}`" in card and f"weights of `{source}`" in card
+    summary = ModelEntry("set/chained", chained, "flam", None).training()  # what GET /models shows of it
+    assert [run["steps"] for run in summary["fine_tuned_from"]] == [6, 20] and summary["total_steps"] == 4 + 6 + 20
+    assert summary["total_seconds"] >= summary["seconds"] > 0
     # Every other mismatch is a one-line error before any training, and leaves nothing behind.
     other_tokenizer = tmp_path / "other-tokenizer"
     train_tokenizer(tiny_dataset, other_tokenizer, preset="tiny", steps=1, log=quiet)
