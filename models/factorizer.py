@@ -8,6 +8,7 @@ training; `step` adds one timestep with a cache of the past and gives the same r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -50,8 +51,23 @@ class FactorizerConfig:
     # sink, slots of mass 0.04 and 0.07 still predicted agents' cells (DCI importance 0.08-0.20 on validation).
     # 0 = every token counts.
     read_threshold: float = 0.0
+    # The tokenizer's FSQ levels, to give every whole code (one of prod(levels)) a learned embedding of its own, added
+    # to the linear embedding of its values. The linear embedding keeps codes that are close close in key space, and
+    # since every frame's slots start from the same learned queries, agents whose codes are close share a slot: at
+    # 8 agents blue and teal, red, yellow and orange (reports/recipe-variants, scripts/agent_key_distances.py). A
+    # code of its own lets near codes get far keys. () = off.
+    code_levels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "code_levels", tuple(self.code_levels))  # a JSON list from --set or config.json
+        if any(not isinstance(n, int) or n < 2 for n in self.code_levels):
+            raise ValueError(
+                f"factorizer.code_levels must be the tokenizer's FSQ levels (ints >= 2), got {self.code_levels}"
+            )
+        if self.code_levels and len(self.code_levels) != self.feature_dim:
+            raise ValueError(
+                f"factorizer.code_levels has {len(self.code_levels)} levels for {self.feature_dim} feature channels"
+            )
         if self.mass_floor < 0:
             raise ValueError(f"factorizer.mass_floor must be >= 0 (tokens' worth of attention), got {self.mass_floor}")
         if not 0 <= self.read_threshold < 1:
@@ -101,6 +117,16 @@ class Factorizer(nn.Module):
         d = config.width
         n = config.grid * config.grid
         self.embed = nn.Linear(config.feature_dim, d)
+        if config.code_levels:
+            levels = config.code_levels
+            strides = [math.prod(levels[e + 1 :]) for e in range(len(levels))]  # mixed radix, last channel fastest
+            self.register_buffer("code_half", (torch.tensor(levels) - 1) / 2, persistent=False)
+            self.register_buffer("code_stride", torch.tensor(strides), persistent=False)
+            # As large as the linear embedding's outputs (~0.4): codes start apart without drowning their values.
+            self.code_embed = nn.Embedding(math.prod(levels), d)
+            nn.init.normal_(self.code_embed.weight, std=0.4)
+        else:
+            self.code_embed = None
         self.position = nn.Parameter(torch.randn(n, d) * 0.02)
         self.input_mlp = MLP(d)
         self.norm_input = nn.LayerNorm(d)
@@ -119,9 +145,18 @@ class Factorizer(nn.Module):
 
     def _keys_values(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z [M, E, h, w] -> keys, values [M, N, D]."""
-        x = self.embed(z.flatten(2).transpose(1, 2)) + self.position  # [M, N, D]
+        tokens = z.flatten(2).transpose(1, 2)  # [M, N, E]
+        x = self.embed(tokens) + self.position  # [M, N, D]
+        if self.code_embed is not None:
+            x = x + self.code_embed(self._code_index(tokens))
         x = self.norm_input(x + self.input_mlp(x))  # [M, N, D]
         return self.to_k(x), self.to_v(x)
+
+    def _code_index(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Lattice values [.., E] in [-1, 1] -> the index of the whole code [..] (mixed radix over the levels)."""
+        digits = (tokens.float() * self.code_half + self.code_half).round().clamp_min(0)
+        digits = torch.minimum(digits, 2 * self.code_half).long()  # a prediction off the lattice still gets a code
+        return (digits * self.code_stride).sum(-1)
 
     def _attend(
         self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor

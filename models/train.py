@@ -555,6 +555,11 @@ def train_lam(
         model_config = _init_config(Path(init), arch, Path(tokenizer_dir), tokenizer_sha256, slots, action_size)
     if overrides:
         model_config = _apply_overrides(model_config, overrides)
+    if arch == "flam" and model_config.factorizer.code_levels not in ((), tuple(tok.levels)):
+        raise ValueError(
+            f"factorizer.code_levels={list(model_config.factorizer.code_levels)} does not match the tokenizer's FSQ "
+            f"levels {list(tok.levels)}; pass those"
+        )
     train = _override(train, steps, bf16, lr, seed)
     if dataset.frames_per_episode < train.clip_frames:
         train = replace(train, clip_frames=dataset.frames_per_episode)

@@ -87,6 +87,29 @@ def test_read_threshold_drops_tokens_a_slot_holds_too_little_of() -> None:
         FactorizerConfig(read_threshold=1.0)
 
 
+def test_code_embedding_gives_every_fsq_code_its_own_vector() -> None:
+    levels = (5, 3, 7)
+    fsq = FSQ(levels)
+    every = torch.cartesian_prod(*[torch.arange(n) for n in levels])  # [105, E]: every code once, as indices
+    tokens = fsq.from_indices(every.T[None, :, :, None]).squeeze(-1).squeeze(0).T  # [105, E] lattice values
+    fac = Factorizer(FactorizerConfig(feature_dim=3, grid=G, n_slots=K, width=16, heads=2, code_levels=levels))
+    index = fac._code_index(tokens)
+    assert sorted(index.tolist()) == list(range(math.prod(levels)))  # one vector per code, none shared
+    off_lattice = fac._code_index(tokens * 1.2 + 0.01)  # a prediction a little past the lattice still has a code
+    assert off_lattice.min() >= 0 and off_lattice.max() < math.prod(levels)
+    # The embedding reaches the slots: the same values with another code table read differently.
+    z = codes()
+    before = fac(z).slots
+    with torch.no_grad():
+        fac.code_embed.weight.normal_()
+    assert not torch.allclose(fac(z).slots, before)
+    assert Factorizer(replace(fac.config, code_levels=list(levels))).config.code_levels == levels  # JSON lists
+    with pytest.raises(ValueError, match="levels for 3 feature channels"):
+        FactorizerConfig(feature_dim=3, code_levels=(5, 5))
+    with pytest.raises(ValueError, match="FSQ levels"):
+        FactorizerConfig(feature_dim=3, code_levels=(5, 1, 5))
+
+
 @pytest.mark.parametrize(
     ("temporal", "mass_floor", "sink"), [(True, 0.0, False), (False, 0.0, False), (True, 1.0, False), (True, 1.0, True)]
 )

@@ -219,6 +219,20 @@ def test_cli_errors_are_one_line(
     assert "not a checkpoint folder" in capsys.readouterr().err
     assert main([*base, "--data", str(tiny_dataset), "--out", str(tmp_path / "o3"), "--set", "nonsense=1"]) == 2
     assert "unknown model option" in capsys.readouterr().err
+    wrong_levels = ["--set", "factorizer.code_levels=[5,5,3]"]  # the tiny tokenizer's are 5, 5, 5
+    assert main([*base, "--data", str(tiny_dataset), "--out", str(tmp_path / "o4"), *wrong_levels]) == 2
+    assert "does not match the tokenizer's FSQ levels [5, 5, 5]" in capsys.readouterr().err
+    assert not (tmp_path / "o4").exists()
+
+
+def test_code_embedding_trains_and_reloads(tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "coded"
+    argv = ["train", "lam", "--arch", "flam", "--tokenizer", str(tokenizer_dir), "--preset", "tiny", "--steps", "2",
+            "--data", str(tiny_dataset), "--out", str(out), "--set", "factorizer.code_levels=[5,5,5]"]  # fmt: skip
+    assert main(argv) == 0
+    model, header = load_model(out, ("flam",))
+    assert model.factorizer.config.code_levels == (5, 5, 5) and header["config"]["factorizer"]["code_levels"] == [5] * 3
+    assert model.factorizer.code_embed.weight.shape[0] == 125
 
 
 def test_fine_tuning_starts_from_a_checkpoint_with_changed_costs(
