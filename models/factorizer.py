@@ -55,7 +55,8 @@ class FactorizerConfig:
     # to the linear embedding of its values. The linear embedding keeps codes that are close close in key space, and
     # since every frame's slots start from the same learned queries, agents whose codes are close share a slot: at
     # 8 agents blue and teal, red, yellow and orange (reports/recipe-variants, scripts/agent_key_distances.py). A
-    # code of its own lets near codes get far keys. () = off.
+    # code of its own could let near codes get far keys; tried once (4 agents, K = 10) it did not part the nearest pair
+    # and the actions started later, so nothing shipped uses it (reports/recipe-variants). () = off.
     code_levels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
