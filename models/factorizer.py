@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from flam.models.layers import MLP, Attention
+from flam.models.tokenizer import FSQ
 
 EPS = 1e-8
 
@@ -120,9 +121,9 @@ class Factorizer(nn.Module):
         self.embed = nn.Linear(config.feature_dim, d)
         if config.code_levels:
             levels = config.code_levels
+            self.code_fsq = FSQ(levels)  # the tokenizer's lattice: snaps predictions onto it and numbers each level
             strides = [math.prod(levels[e + 1 :]) for e in range(len(levels))]  # mixed radix, last channel fastest
-            self.register_buffer("code_half", (torch.tensor(levels) - 1) / 2, persistent=False)
-            self.register_buffer("code_stride", torch.tensor(strides), persistent=False)
+            self.register_buffer("code_stride", torch.tensor(strides).view(-1, 1, 1), persistent=False)
             # As large as the linear embedding's outputs (~0.4): codes start apart without drowning their values.
             self.code_embed = nn.Embedding(math.prod(levels), d)
             nn.init.normal_(self.code_embed.weight, std=0.4)
@@ -146,18 +147,16 @@ class Factorizer(nn.Module):
 
     def _keys_values(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z [M, E, h, w] -> keys, values [M, N, D]."""
-        tokens = z.flatten(2).transpose(1, 2)  # [M, N, E]
-        x = self.embed(tokens) + self.position  # [M, N, D]
+        x = self.embed(z.flatten(2).transpose(1, 2)) + self.position  # [M, N, D]
         if self.code_embed is not None:
-            x = x + self.code_embed(self._code_index(tokens))
+            x = x + self.code_embed(self._code_index(z))
         x = self.norm_input(x + self.input_mlp(x))  # [M, N, D]
         return self.to_k(x), self.to_v(x)
 
-    def _code_index(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Lattice values [.., E] in [-1, 1] -> the index of the whole code [..] (mixed radix over the levels)."""
-        digits = (tokens.float() * self.code_half + self.code_half).round().clamp_min(0)
-        digits = torch.minimum(digits, 2 * self.code_half).long()  # a prediction off the lattice still gets a code
-        return (digits * self.code_stride).sum(-1)
+    def _code_index(self, z: torch.Tensor) -> torch.Tensor:
+        """z [M, E, h, w] -> the index of every token's whole code [M, N]; off-lattice values snap to the nearest."""
+        digits = self.code_fsq.indices(self.code_fsq.snap(z.float())).long()  # [M, E, h, w]
+        return (digits * self.code_stride).sum(1).flatten(1)
 
     def _attend(
         self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor

@@ -91,11 +91,11 @@ def test_code_embedding_gives_every_fsq_code_its_own_vector() -> None:
     levels = (5, 3, 7)
     fsq = FSQ(levels)
     every = torch.cartesian_prod(*[torch.arange(n) for n in levels])  # [105, E]: every code once, as indices
-    tokens = fsq.from_indices(every.T[None, :, :, None]).squeeze(-1).squeeze(0).T  # [105, E] lattice values
+    grid = fsq.from_indices(every.T[None, :, :, None])  # [1, E, 105, 1]: every code once, as a feature grid
     fac = Factorizer(FactorizerConfig(feature_dim=3, grid=G, n_slots=K, width=16, heads=2, code_levels=levels))
-    index = fac._code_index(tokens)
-    assert sorted(index.tolist()) == list(range(math.prod(levels)))  # one vector per code, none shared
-    off_lattice = fac._code_index(tokens * 1.2 + 0.01)  # a prediction a little past the lattice still has a code
+    index = fac._code_index(grid)
+    assert sorted(index.flatten().tolist()) == list(range(math.prod(levels)))  # one vector per code, none shared
+    off_lattice = fac._code_index(grid * 1.2 + 0.01)  # a prediction a little past the lattice still has a code
     assert off_lattice.min() >= 0 and off_lattice.max() < math.prod(levels)
     # The embedding reaches the slots: the same values with another code table read differently.
     z = codes()
