@@ -12,12 +12,16 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from flam.models.layers import MLP, Attention
 from flam.models.tokenizer import FSQ
 
 EPS = 1e-8
+# A slot split (`Factorizer.split_slot`) moves the two slots' initial queries apart until the centres of the two halves
+# of the split tokens get this much more first-iteration logit for their own slot than for the other (e^3: ~95%).
+SPLIT_LOGIT_GAP = 8.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,17 @@ def token_weights(masks: torch.Tensor, mass_floor: float, read_threshold: float 
     return (masks + EPS) / (masks + EPS).sum(dim=-1, keepdim=True)
 
 
+def two_means(x: torch.Tensor, iterations: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [P, D] -> the two centres of a 2-means clustering, started from the point farthest from the mean and the
+    point farthest from that (deterministic)."""
+    first = x[(x - x.mean(0)).norm(dim=1).argmax()]
+    centres = torch.stack([first, x[(x - first).norm(dim=1).argmax()]])  # [2, D]
+    for _ in range(iterations):
+        assign = torch.cdist(x, centres).argmin(dim=1)  # [P]
+        centres = torch.stack([x[assign == j].mean(0) if (assign == j).any() else centres[j] for j in range(2)])
+    return centres[0], centres[1]
+
+
 class Factorizer(nn.Module):
     """Feature grids -> slots [.., K, D] and attention masks [.., K, N] (masks sum to 1 over slots, or to 1 minus
     the background's share with the background sink)."""
@@ -181,6 +196,53 @@ class Factorizer(nn.Module):
         updates = torch.einsum("mkn,mnd->mkd", weights, v)  # [M, K, D]
         slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).reshape(m, n_slots, d)
         return slots + self.mlp(self.norm_mlp(slots)), masks, background_log_share, impurity
+
+    def split_slot(self, source: int, target: int, z: torch.Tensor) -> bool:
+        """Make slot `target` a second copy of slot `source` that takes part of its entities.
+
+        The tokens `source` holds in the feature grids z [B, T, E, h, w] are cut in two by 2-means on
+        their keys; the two slots' initialisations are moved so that their first queries point apart along the line
+        between the halves' centres, by SPLIT_LOGIT_GAP. A copy moved apart at random instead starts on every
+        entity at once, and training kept both slots on all of them, each with half of every token (measured at
+        8 agents). Returns False, changing nothing, when `source` holds fewer than two tokens."""
+        with torch.no_grad():
+            keys, _ = self._keys_values(z.flatten(0, 1))  # [M, N, D]
+            masks = self(z).masks.flatten(0, 1)  # [M, K, N]
+            # its tokens: those it holds more of than any other slot, and more than an even share (not the sink's)
+            held = (masks.argmax(dim=1) == source) & (masks[:, source] > 1 / (self.config.n_slots + 1))  # [M, N]
+            x = keys[held].float()  # [P, D]
+            if len(x) < 2:
+                return False
+            near, far = two_means(x)
+            line = near - far
+            start = self.slot_init[source].detach().float()
+            query = self._query(start)
+            # (q_target - q_source) . line / sqrt(D) = gap  for  q = query +- step * line
+            step = SPLIT_LOGIT_GAP * self.config.width**0.5 / (2 * line.square().sum().clamp_min(EPS))
+            targets = {target: query + step * line, source: query - step * line}
+        for slot, wanted in targets.items():
+            fitted = self._init_for_query(start, wanted)
+            with torch.no_grad():
+                self.slot_init[slot] = fitted.to(self.slot_init.dtype)
+        return True
+
+    def _query(self, init: torch.Tensor) -> torch.Tensor:
+        """A slot initialisation [D] -> its first-iteration query [D], differentiable in `init` only."""
+        norm = self.norm_slots
+        normed = F.layer_norm(init, norm.normalized_shape, norm.weight.detach(), norm.bias.detach(), norm.eps)
+        return F.linear(normed, self.to_q.weight.detach())
+
+    def _init_for_query(self, start: torch.Tensor, query: torch.Tensor, steps: int = 300) -> torch.Tensor:
+        """The initialisation near `start` whose first query is closest to `query` (the layer norm has no inverse:
+        fitted by gradient descent)."""
+        init = start.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([init], lr=0.02)
+        with torch.enable_grad():
+            for _ in range(steps):
+                optimizer.zero_grad()
+                (self._query(init) - query).square().sum().backward()
+                optimizer.step()
+        return init.detach()
 
     def _window_mask(self, t: int, device: torch.device) -> torch.Tensor:
         """[T, T] bool: query time i may attend key time j iff i-W < j <= i (causal, windowed)."""

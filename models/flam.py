@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from flam.models.factorizer import Factorizer, FactorizerConfig
-from flam.models.lam import Inference, LAMState
+from flam.models.lam import Inference, LAMState, action_slot_indices
 from flam.models.layers import MLP, Block, GaussianHead, gaussian_kl, reparameterize
 from flam.models.outputs import Loss
 
@@ -69,6 +70,18 @@ class FLAMConfig:
     # from step 0 drove every token into the sink within 200 steps, and at step 1,500 no slot carried an action
     # (slot mass 0.002, validation MSE stuck at 0.050; without the cost, 4 action slots and 0.037 by then).
     background_warmup: int = 0
+    # Slot splitting: every `split_every` training steps (counted by `steps_trained`; up to step `split_until`,
+    # 0 = to the end) the slot with the highest action rate since the last check is split in two when its rate is at
+    # least `split_ratio` times the median action slot's and a slot carries no action (rate under ACTIVE_RATE): the
+    # idle slot with the least attention mass becomes a copy of the crowded slot (its learned initialisation and
+    # optimizer moments), and the two initialisations are moved apart so that each starts on one half of the
+    # crowded slot's tokens in the last training batch (`Factorizer.split_slot`). Every other weight is shared by all
+    # slots, so the copy is a working slot from the first step. The empty-cluster restart of k-means: slots that
+    # hold several agents (at 8 agents one slot held three, at 4.0 nats, while one-agent slots carry ~1.8) stay so,
+    # as nothing moves an idle slot's query towards them. 0 = off.
+    split_every: int = 0
+    split_until: int = 0
+    split_ratio: float = 1.5
 
     def __post_init__(self) -> None:
         for name, kind in (("coupling", Coupling), ("aggregator", AggregatorKind)):
@@ -80,6 +93,8 @@ class FLAMConfig:
             raise ValueError("background_cost, impurity_cost, slot_mass_cap and mass_cap_weight must be >= 0")
         if self.background_warmup < 0:
             raise ValueError("background_warmup must be >= 0")
+        if self.split_every < 0 or self.split_until < 0 or self.split_ratio < 1:
+            raise ValueError("split_every and split_until must be >= 0 (steps) and split_ratio >= 1")
         if self.background_cost > 0 and not self.factorizer.background_sink:
             raise ValueError(
                 "background_cost needs factorizer.background_sink=true: without the sink there is no background "
@@ -259,8 +274,12 @@ class FLAM(nn.Module):
         self.idm = InverseDynamics(config)
         self.fdm = ForwardDynamics(config)
         self.aggregator = Aggregator(config) if config.aggregator == "attention" else MixtureAggregator(config)
-        if self.scheduled_costs:  # their schedule: training steps taken, saved so a resumed run goes on
+        if self.scheduled_costs or config.split_every:  # their schedule: steps taken, saved so a resumed run goes on
             self.register_buffer("steps_trained", torch.zeros((), dtype=torch.long))
+        if config.split_every:  # since the last split check: each slot's summed action rate and attention mass
+            self.register_buffer("split_stats", torch.zeros(2, self.n_slots))
+            self.register_buffer("split_steps", torch.zeros((), dtype=torch.long))  # and over how many steps
+            self.split_batch: torch.Tensor | None = None  # the last training batch
 
     def _masks(self, masks: torch.Tensor) -> torch.Tensor:
         """[..., K, N] -> [..., K, h, w]."""
@@ -299,8 +318,12 @@ class FLAM(nn.Module):
             excess = (masks.float().sum(dim=-1) - self.config.slot_mass_cap).clamp_min(0).sum(dim=-1).mean()
             loss = loss + self.config.mass_cap_weight * self.cost_ramp() * excess
             logs["mass_excess"] = excess.item()
-        if self.scheduled_costs and self.training:
+        if self.training and (self.scheduled_costs or self.config.split_every):
             self.steps_trained += 1
+        if self.training and self.config.split_every:
+            self.split_batch = z.detach()  # the tokens a split divides
+            self.split_stats += torch.stack([rates.detach(), masks.detach().float().sum(dim=-1).mean(dim=(0, 1))])
+            self.split_steps += 1
         return Loss(loss, logs, z_next.detach().unflatten(0, (z.shape[0], -1)))
 
     @property
@@ -314,6 +337,46 @@ class FLAM(nn.Module):
         ramp up to 1."""
         warmup = self.config.background_warmup
         return 1.0 if warmup == 0 else min(1.0, max(0.0, (int(self.steps_trained) - warmup) / warmup))
+
+    def after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> dict | None:
+        """The trainer calls this after every optimizer step: at a split check (see FLAMConfig.split_every), split
+        the crowded slot into an idle one. Returns what the check found and did, or None between checks."""
+        c = self.config
+        if not c.split_every:
+            return None
+        step = int(self.steps_trained)
+        if step % c.split_every or (c.split_until and step > c.split_until) or not self.split_steps:
+            return None
+        distributed = dist.is_available() and dist.is_initialized()
+        if distributed:  # every rank decides on rank 0's statistics, so all make the same split
+            dist.broadcast(self.split_stats, 0)
+            dist.broadcast(self.split_steps, 0)
+        rates, masses = (self.split_stats / self.split_steps).unbind(0)  # [K] each: means over the window
+        self.split_stats.zero_()
+        self.split_steps.zero_()
+        event = {
+            "step": step,
+            "rates": [round(float(r), 3) for r in rates],
+            "masses": [round(float(m), 2) for m in masses],
+        }
+        active = action_slot_indices(rates)
+        idle = [k for k in range(self.n_slots) if k not in active]
+        if not active or not idle:
+            return event
+        source = max(active, key=lambda k: float(rates[k]))
+        if rates[source] < c.split_ratio * rates[active].median():
+            return event
+        target = min(idle, key=lambda k: float(masses[k]))
+        if not self.factorizer.split_slot(source, target, self.split_batch.float()):
+            return event
+        init = self.factorizer.slot_init
+        if distributed:
+            with torch.no_grad():
+                dist.broadcast(init, 0)
+        for moment in optimizer.state.get(init, {}).values():  # AdamW: exp_avg, exp_avg_sq [K, D] (and a scalar step)
+            if moment.shape == init.shape:
+                moment[target] = moment[source]
+        return event | {"split": source, "into": target}
 
     def infer(self, z: torch.Tensor) -> Inference:
         factored = self.factorizer(z)

@@ -121,6 +121,8 @@ class Trainer:
         self.sessions: list[dict[str, Any]] = []
         self.seconds = 0.0
         self.history: list[dict[str, float]] = []
+        # What the model did to itself between steps (FLAM's slot-split checks), with the step it happened at.
+        self.events: list[dict[str, Any]] = []
         self.ddp = DistributedDataParallel(self.model) if world.world_size > 1 else None
         self.data_digest = hashlib.sha256()  # of every batch this process drew: shows ranks see different data
 
@@ -138,6 +140,7 @@ class Trainer:
         self.step = int(training["step"])
         self.seconds = float(training["seconds"])
         self.history = list(training["history"])
+        self.events = list(training.get("events", []))
         self.sessions = list(training.get("sessions", []))
         if training.get("init", {}).get("weights_sha256") != (self.init_record or {}).get("weights_sha256"):
             raise CheckpointError(f"{self.out}: was started from other weights; resume with the same --init (or none)")
@@ -160,6 +163,7 @@ class Trainer:
             "world_size": self.world.world_size,
             "train_config": asdict(self.train),
             "history": self.history,
+            "events": self.events,
             "optimizer": optim_rest,
             "rng": rng_states,
             "data_digests": data_digests,  # per rank, of the batches drawn since this process started
@@ -177,6 +181,19 @@ class Trainer:
             training=training,
             training_state={**optim_tensors, "torch_rng": torch.get_rng_state()},
         )
+
+    def _after_optimizer_step(self) -> None:
+        """Let the model change itself between steps (FLAM's slot splitting), and record what it did."""
+        hook = getattr(self.model, "after_optimizer_step", None)
+        event = hook(self.optimizer) if hook is not None else None
+        if event is None:
+            return
+        self.events.append(event)
+        if self.world.is_main and "split" in event:
+            self.log(
+                f"[{self.kind}] step {event['step']}: split slot {event['split']} "
+                f"(action rate {event['rates'][event['split']]:.2f} nats) into idle slot {event['into']}"
+            )
 
     def _gather(self, value: Any) -> list[Any]:
         """The value from every rank, in rank order."""
@@ -240,6 +257,7 @@ class Trainer:
             result.loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
             self.optimizer.step()
+            self._after_optimizer_step()
             self.step += 1
             self.seconds += time.perf_counter() - started
             bar.update(1)
@@ -265,9 +283,10 @@ def _load_init(model: nn.Module, folder: Path, kind: str, log: Log) -> dict[str,
     Every weight of the checkpoint must fit the model. Weights the checkpoint lacks keep their fresh initialisation
     (an option that adds some, e.g. a background sink's query), and so does the loss costs' step counter
     (`steps_trained`): a run that adds scheduled costs to a model trained without them starts their warm-up at 0.
+    Slot-split statistics never carry over: the fine-tuning's first check looks at its own steps only.
     """
     source, _ = load_model(folder, (kind,))
-    state = source.state_dict()
+    state = {k: v for k, v in source.state_dict().items() if k not in ("split_stats", "split_steps")}
     if "steps_trained" not in model.state_dict():  # the run drops the scheduled costs, and their counter with them
         state.pop("steps_trained", None)
     try:
@@ -279,7 +298,7 @@ def _load_init(model: nn.Module, folder: Path, kind: str, log: Log) -> dict[str,
             f"{folder}: this model has no place for its weights {', '.join(sorted(mismatched.unexpected_keys)[:4])}; "
             "fine-tuning can add parts (e.g. a background sink) and change loss options, not remove parts"
         )
-    fresh = sorted(set(mismatched.missing_keys) - {"steps_trained"})
+    fresh = sorted(set(mismatched.missing_keys) - {"steps_trained", "split_stats", "split_steps"})
     if fresh:
         log(f"fine-tuning {folder}: these weights are new and start from their initialisation: {', '.join(fresh)}")
     training = read_training_record(folder) or {}

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from flam.models.factorizer import Factorizer, FactorizerConfig, token_weights
+from flam.models.factorizer import Factorizer, FactorizerConfig, token_weights, two_means
 from flam.models.flam import FLAM, FLAMConfig
 from flam.models.lam import Inference
 from flam.models.monolithic import Monolithic, MonolithicConfig
@@ -381,6 +381,78 @@ def test_scheduled_costs_wait_for_their_warmup_then_ramp_up(costs: dict) -> None
     assert "steps_trained" in model.state_dict()  # saved, so a resumed run keeps its place in the schedule
 
 
+def test_a_crowded_slot_is_split_into_the_idle_slot_with_the_least_mass() -> None:
+    torch.manual_seed(0)
+    model = FLAM(flam_config(split_every=2, split_until=4))
+    optimizer = torch.optim.AdamW(model.parameters())
+    for _ in range(2):  # two training steps fill the window with real statistics
+        model(codes()).loss.backward()
+        optimizer.step()
+    assert int(model.split_steps) == 2 and (model.split_stats[1] > 0).all()  # masses summed over both steps
+    with torch.no_grad():  # the crowded slot must hold tokens of the last batch for a split to divide
+        masks = model.factorizer(model.split_batch).masks  # [B, T, K, N]
+    crowded = int(masks.argmax(dim=2).flatten().mode().values)
+    other, idle = [k for k in range(K) if k != crowded]
+    init = model.factorizer.slot_init
+    state = optimizer.state[init]
+    state["exp_avg"].copy_(torch.randn_like(init))
+    before, moments = init.detach().clone(), state["exp_avg"].clone()
+    summed = torch.zeros(2, K)
+    summed[:, crowded], summed[:, other], summed[:, idle] = torch.tensor([8.0, 6.0]), 2.0, torch.tensor([0.0, 1.0])
+    model.split_stats.copy_(summed)  # rates and masses, summed over 2 steps
+    event = model.after_optimizer_step(optimizer)
+    assert event["step"] == 2 and (event["split"], event["into"]) == (crowded, idle)
+    assert event["rates"][crowded] == 4.0 and event["masses"][idle] == 0.5
+    assert not torch.equal(init[idle], before[idle]) and not torch.equal(init[crowded], before[crowded])
+    torch.testing.assert_close(init[other], before[other])
+    torch.testing.assert_close(state["exp_avg"][idle], moments[crowded])  # the copy inherits the optimizer's moments
+    torch.testing.assert_close(state["exp_avg"][other], moments[other])
+    assert int(model.split_steps) == 0 and not model.split_stats.any()  # a new window starts
+    assert model.after_optimizer_step(optimizer) is None  # no training step since the check
+
+    def check(step: int, crowded_rate: float, idle_rate: float) -> dict | None:
+        model.steps_trained.fill_(step)
+        model.split_steps.fill_(1)
+        model.split_stats.zero_()
+        model.split_stats[0, [crowded, other, idle]] = torch.tensor([crowded_rate, 1.0, idle_rate])
+        return model.after_optimizer_step(optimizer)
+
+    assert check(3, 4.0, 0.0) is None  # between checks
+    assert check(6, 4.0, 0.0) is None  # after split_until
+    assert "split" not in check(4, 1.4, 0.0)  # the busiest slot is not crowded enough
+    assert "split" not in check(4, 4.0, 2.0)  # no idle slot to split into
+    assert "split" in check(4, 4.0, 0.0)
+    assert "split_stats" in model.state_dict()  # saved, so a resumed run keeps its window
+
+
+def test_two_means_finds_two_separate_groups() -> None:
+    g = torch.Generator().manual_seed(0)
+    left, right = torch.randn(30, 8, generator=g) - 5, torch.randn(20, 8, generator=g) + 5
+    centres = sorted(two_means(torch.cat([right, left])), key=lambda c: float(c.sum()))
+    torch.testing.assert_close(centres[0], left.mean(0))
+    torch.testing.assert_close(centres[1], right.mean(0))
+
+
+def test_a_split_gives_each_half_of_the_slots_tokens_to_one_of_the_two_slots() -> None:
+    torch.manual_seed(0)
+    fac = Factorizer(replace(flam_config().factorizer, iterations=1))
+    kind = torch.rand(2, 5, 1, G, G) < 0.5  # every token is one of two codes
+    z = torch.where(kind, torch.tensor([1.0, -1.0, 0.5]).view(3, 1, 1), torch.tensor([-1.0, 0.5, 1.0]).view(3, 1, 1))
+    with torch.no_grad():
+        owner = fac(z).masks.argmax(dim=2)  # [B, T, N]
+    source = int(owner.flatten().mode().values)
+    target = (source + 1) % K
+    assert fac.split_slot(source, target, z)
+    with torch.no_grad():
+        masks = fac(z).masks  # [B, T, K, N]
+    mine = owner == source  # the tokens the source held before the split
+    to_target = (masks[:, :, target] > masks[:, :, source])[mine]
+    first_kind = kind.flatten(-2)[:, :, 0][mine]
+    assert 0 < first_kind.float().mean() < 1  # it held tokens of both kinds ...
+    agreement = (to_target == first_kind).float().mean()
+    assert agreement > 0.9 or agreement < 0.1  # ... and now each kind goes to one of the two slots
+
+
 def test_flam_config_rejects_unknown_choices() -> None:
     with pytest.raises(ValueError, match="aggregator must be"):
         flam_config(aggregator="sum")
@@ -388,6 +460,8 @@ def test_flam_config_rejects_unknown_choices() -> None:
         flam_config(coupling="loose")
     with pytest.raises(ValueError, match="must be >= 0"):
         flam_config(slot_capacity=-1.0)
+    with pytest.raises(ValueError, match="split_ratio >= 1"):
+        flam_config(split_every=100, split_ratio=0.5)
     with pytest.raises(ValueError, match="impurity_cost, slot_mass_cap and mass_cap_weight must be >= 0"):
         flam_config(impurity_cost=-1.0)
     with pytest.raises(ValueError, match="background_warmup must be >= 0"):

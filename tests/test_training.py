@@ -235,6 +235,23 @@ def test_code_embedding_trains_and_reloads(tiny_dataset: Path, tokenizer_dir: Pa
     assert model.factorizer.code_embed.weight.shape[0] == 125
 
 
+def test_slot_split_checks_are_recorded_and_survive_a_resume(
+    tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "split"
+    # A ratio of 1 splits at every check that finds an action slot and an idle one; a tiny run may have neither.
+    argv = tiny_flam_args(tokenizer_dir, tiny_dataset, out) + ["--set", "split_every=2", "--set", "split_ratio=1"]
+    assert main(argv + ["--steps", "4"]) == 0
+    events = read_training(out)[0]["events"]
+    assert [e["step"] for e in events] == [2, 4]
+    for event in events:
+        assert len(event["rates"]) == len(event["masses"]) == 3
+        if "split" in event:
+            assert event["rates"][event["split"]] >= 0.5 > event["rates"][event["into"]]
+    assert main(argv + ["--steps", "6", "--resume"]) == 0
+    assert [e["step"] for e in read_training(out)[0]["events"]] == [2, 4, 6]
+
+
 def test_fine_tuning_starts_from_a_checkpoint_with_changed_costs(
     tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

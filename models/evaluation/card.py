@@ -55,7 +55,15 @@ def _training_lines(name: str, folder: Path) -> list[str]:
     sessions = training.get("sessions")
     if not sessions:  # written before sessions were recorded: only the last command is known
         return [f"- {name}: `{training.get('command', '?')}`", f"  - {totals}"]
-    return [f"- {name}: {totals}", *_session_lines(sessions, "  "), *_init_lines(training.get("init"), "  ")]
+    events = training.get("events", [])
+    splits = ", ".join(f"step {e['step']}: {e['split']} into {e['into']}" for e in events if "split" in e)
+    split_line = [f"  - slot splits (crowded slot into idle slot): {splits}"] if splits else []
+    return [
+        f"- {name}: {totals}",
+        *_session_lines(sessions, "  "),
+        *split_line,
+        *_init_lines(training.get("init"), "  "),
+    ]
 
 
 def _init_lines(init: dict[str, Any] | None, indent: str) -> list[str]:
