@@ -9,6 +9,8 @@ training; `step` adds one timestep with a cache of the past and gives the same r
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +21,11 @@ from flam.models.layers import MLP, Attention
 from flam.models.tokenizer import FSQ
 
 EPS = 1e-8
-# A slot split (`Factorizer.split_slot`) moves the two slots' initial queries apart until the centres of the two halves
-# of the split tokens get this much more first-iteration logit for their own slot than for the other (e^3: ~95%).
-SPLIT_LOGIT_GAP = 8.0
+# A slot split (`Factorizer.split_slot`) fits the two slots' initialisations by this many Adam steps of this rate, with
+# this weight on keeping every other token where it was (at 1, the split of one pair of agents drew in a third agent).
+SPLIT_STEPS = 100
+SPLIT_LR = 0.05
+SPLIT_KEEP = 4.0
 
 
 @dataclass(frozen=True)
@@ -113,15 +117,57 @@ def token_weights(masks: torch.Tensor, mass_floor: float, read_threshold: float 
     return (masks + EPS) / (masks + EPS).sum(dim=-1, keepdim=True)
 
 
-def two_means(x: torch.Tensor, iterations: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [P, D] -> the two centres of a 2-means clustering, started from the point farthest from the mean and the
-    point farthest from that (deterministic)."""
-    first = x[(x - x.mean(0)).norm(dim=1).argmax()]
-    centres = torch.stack([first, x[(x - first).norm(dim=1).argmax()]])  # [2, D]
+@contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """No gradient reaches the module's parameters inside (a fit of something else through it)."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+def kmeans(x: torch.Tensor, k: int, iterations: int = 20) -> torch.Tensor:
+    """x [P, D] -> each point's cluster [P] of k, from centres picked farthest-first (deterministic)."""
+    centres = [x[(x - x.mean(0)).norm(dim=1).argmax()]]
+    for _ in range(1, min(k, len(x))):
+        centres.append(x[torch.cdist(x, torch.stack(centres)).min(dim=1).values.argmax()])
+    c = torch.stack(centres)  # [k, D]
     for _ in range(iterations):
-        assign = torch.cdist(x, centres).argmin(dim=1)  # [P]
-        centres = torch.stack([x[assign == j].mean(0) if (assign == j).any() else centres[j] for j in range(2)])
-    return centres[0], centres[1]
+        assign = torch.cdist(x, c).argmin(dim=1)  # [P]
+        c = torch.stack([x[assign == j].mean(0) if (assign == j).any() else c[j] for j in range(len(c))])
+    return torch.cdist(x, c).argmin(dim=1)
+
+
+def entity_halves(keys: torch.Tensor, held: torch.Tensor, grid: int, kinds: int = 16) -> torch.Tensor:
+    """Cut the held tokens in two so that each entity's tokens stay on one side.
+
+    An entity's tokens look different as its pose changes (at 8 agents an agent's four headings give four
+    clusters of keys, some nearer another agent's than each other), so the keys are first grouped into `kinds` by
+    k-means, the kinds are linked by how often a token of one lies within a cell of a token of the other in the next
+    frame (an entity moves at most one cell a step, and its pose changes in place), and the link graph is cut in two
+    by the sign of its normalised Fiedler vector. keys [B, T, N, D], held [B, T, N] bool -> [B, T, N]: +1 or -1 on
+    held tokens, 0 elsewhere."""
+    labels = kmeans(keys[held], kinds)  # [P]
+    k = int(labels.max()) + 1
+    kind = torch.zeros(*held.shape, k, device=keys.device)  # [B, T, N, k] one-hot, zero where not held
+    kind[held] = F.one_hot(labels, k).float()
+    cell = torch.arange(grid * grid, device=keys.device)
+    rows, cols = cell // grid, cell % grid
+    near = ((rows[:, None] - rows[None]).abs() <= 1) & ((cols[:, None] - cols[None]).abs() <= 1)  # [N, N]
+    links = torch.einsum("btnk,nm,btml->kl", kind[:, :-1], near.float(), kind[:, 1:])  # [k, k]
+    links = links + links.T
+    # The normalised cut (Shi and Malik): the plain Laplacian's cut would split off a kind with a handful of tokens.
+    scale = links.sum(1).clamp_min(EPS).rsqrt()  # [k]
+    laplacian = torch.eye(k, device=keys.device) - scale[:, None] * links * scale[None]
+    fiedler = scale * torch.linalg.eigh(laplacian)[1][:, 1] if k > 1 else torch.zeros(1, device=keys.device)
+    side = fiedler > 0
+    if side.all() or not side.any():  # several unlinked groups of kinds: the vector need not change sign
+        side = fiedler > fiedler.median()
+    return torch.einsum("btnk,k->btn", kind, torch.where(side, 1.0, -1.0))
 
 
 class Factorizer(nn.Module):
@@ -200,49 +246,55 @@ class Factorizer(nn.Module):
     def split_slot(self, source: int, target: int, z: torch.Tensor) -> bool:
         """Make slot `target` a second copy of slot `source` that takes part of its entities.
 
-        The tokens `source` holds in the feature grids z [B, T, E, h, w] are cut in two by 2-means on
-        their keys; the two slots' initialisations are moved so that their first queries point apart along the line
-        between the halves' centres, by SPLIT_LOGIT_GAP. A copy moved apart at random instead starts on every
-        entity at once, and training kept both slots on all of them, each with half of every token (measured at
-        8 agents). Returns False, changing nothing, when `source` holds fewer than two tokens."""
+        The tokens `source` holds in the feature grids z [B, T, E, h, w] are cut in two along entities
+        (`entity_halves`), and the two slots' initialisations are fitted to give one half to each (`_fit_split`).
+        Measured at 8 agents, where every other way tried let training undo the split: a copy moved apart at random
+        starts on every entity at once, and training kept both slots on all of them with half of every token; a cut
+        along the line between the 2-means centres of the keys followed the agents' headings (one agent's four
+        headings fell on both sides), and within 250 steps the source held every token again. Returns False,
+        changing nothing, when there are not two halves to give."""
+        b, t = z.shape[:2]
         with torch.no_grad():
-            keys, _ = self._keys_values(z.flatten(0, 1))  # [M, N, D]
-            masks = self(z).masks.flatten(0, 1)  # [M, K, N]
+            keys, _ = self._keys_values(z.flatten(0, 1))  # [B*T, N, D]
+            masks = self(z).masks  # [B, T, K, N]
             # its tokens: those it holds more of than any other slot, and more than an even share (not the sink's)
-            held = (masks.argmax(dim=1) == source) & (masks[:, source] > 1 / (self.config.n_slots + 1))  # [M, N]
-            x = keys[held].float()  # [P, D]
-            if len(x) < 2:
+            held = (masks.argmax(dim=2) == source) & (masks[:, :, source] > 1 / (self.config.n_slots + 1))  # [B, T, N]
+            if held.sum() < 2:
                 return False
-            near, far = two_means(x)
-            line = near - far
-            start = self.slot_init[source].detach().float()
-            query = self._query(start)
-            # (q_target - q_source) . line / sqrt(D) = gap  for  q = query +- step * line
-            step = SPLIT_LOGIT_GAP * self.config.width**0.5 / (2 * line.square().sum().clamp_min(EPS))
-            targets = {target: query + step * line, source: query - step * line}
-        for slot, wanted in targets.items():
-            fitted = self._init_for_query(start, wanted)
-            with torch.no_grad():
-                self.slot_init[slot] = fitted.to(self.slot_init.dtype)
+            keys = keys.unflatten(0, (b, t)).float()  # [B, T, N, D]
+            sides = entity_halves(keys, held, self.config.grid)  # [B, T, N]: +1 to the target, -1 stays, 0 not held
+            if sides.min() == sides.max():
+                return False
+            before = masks.detach()  # [B, T, K, N]
+        self._fit_split(source, target, z, sides, before)
         return True
 
-    def _query(self, init: torch.Tensor) -> torch.Tensor:
-        """A slot initialisation [D] -> its first-iteration query [D], differentiable in `init` only."""
-        norm = self.norm_slots
-        normed = F.layer_norm(init, norm.normalized_shape, norm.weight.detach(), norm.bias.detach(), norm.eps)
-        return F.linear(normed, self.to_q.weight.detach())
-
-    def _init_for_query(self, start: torch.Tensor, query: torch.Tensor, steps: int = 300) -> torch.Tensor:
-        """The initialisation near `start` whose first query is closest to `query` (the layer norm has no inverse:
-        fitted by gradient descent)."""
-        init = start.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([init], lr=0.02)
-        with torch.enable_grad():
-            for _ in range(steps):
+    def _fit_split(self, source: int, target: int, z: torch.Tensor, sides: torch.Tensor, before: torch.Tensor) -> None:
+        """Fit the two slots' initialisations (nothing else) so that the tokens of one half go to `target`, those of
+        the other stay with `source`, and every other token keeps its share of every slot (sides [B, T, N]: +1, -1,
+        0; before [B, T, K, N]: the masks before the split). Gradient steps through the whole attention: its
+        iterations and the temporal attention carry a change of the first query much further than the first logit
+        (solving for the first logits alone did not part the agents)."""
+        pair = self.slot_init.detach()[[target, source]].clone().requires_grad_(True)  # [2, D]
+        others = [k for k in range(self.config.n_slots) if k not in (source, target)]
+        rest = self.slot_init.detach()[others]
+        order = torch.argsort(torch.tensor([target, source, *others]))  # rows of cat([pair, rest]) -> slot order
+        wanted = torch.where(sides > 0, target, source)  # [B, T, N] whose token it should be
+        split, kept = sides != 0, before.clamp_min(EPS)
+        optimizer = torch.optim.Adam([pair], lr=SPLIT_LR)
+        with torch.enable_grad(), _frozen(self):
+            for _ in range(SPLIT_STEPS):
                 optimizer.zero_grad()
-                (self._query(init) - query).square().sum().backward()
+                masks = self(z, torch.cat([pair, rest])[order]).masks.clamp_min(EPS)  # [B, T, K, N]
+                own = masks.gather(2, wanted[:, :, None]).squeeze(2)  # [B, T, N]
+                split_loss = -own.log()[split].mean()
+                drift = (kept * (kept.log() - masks.log())).sum(2)  # [B, T, N]: KL(before || now) per token
+                keep_loss = drift[~split].mean() if (~split).any() else drift.sum() * 0
+                (split_loss + SPLIT_KEEP * keep_loss).backward()
                 optimizer.step()
-        return init.detach()
+        with torch.no_grad():
+            self.slot_init[target] = pair[0]
+            self.slot_init[source] = pair[1]
 
     def _window_mask(self, t: int, device: torch.device) -> torch.Tensor:
         """[T, T] bool: query time i may attend key time j iff i-W < j <= i (causal, windowed)."""
@@ -250,14 +302,15 @@ class Factorizer(nn.Module):
         lag = i[:, None] - i[None, :]  # [T, T]
         return (lag >= 0) & (lag < self.config.temporal_window)
 
-    def forward(self, z: torch.Tensor) -> Factored:
+    def forward(self, z: torch.Tensor, slot_init: torch.Tensor | None = None) -> Factored:
         """z [B, T, E, h, w] -> slots [B, T, K, D], masks [B, T, K, N], sink's log share and impurity [B, T, N],
         cache after the last step."""
         if not self.config.temporal_attention:
-            return self._forward_recurrent(z)
+            return self._forward_recurrent(z, slot_init)
         b, t = z.shape[:2]
         k, v = self._keys_values(z.flatten(0, 1))  # [B*T, N, D]
-        slots = self.slot_init.expand(b * t, -1, -1)  # [B*T, K, D]: every timestep starts from the same init
+        init = self.slot_init if slot_init is None else slot_init  # [K, D]: another only to fit a slot split
+        slots = init.expand(b * t, -1, -1)  # [B*T, K, D]: every timestep starts from the same init
         mask = self._window_mask(t, z.device)
         history = []
         impurity = 0.0
@@ -286,12 +339,13 @@ class Factorizer(nn.Module):
         valid = torch.arange(keep, device=history.device) >= pad  # [W-1]
         return FactorizerCache(history, valid.expand(b, -1).clone(), last_slots)
 
-    def empty_cache(self, batch: int, device: torch.device) -> FactorizerCache:
+    def empty_cache(self, batch: int, device: torch.device, slot_init: torch.Tensor | None = None) -> FactorizerCache:
         """The cache before any frame was seen."""
         c = self.config
         history = torch.zeros(c.iterations, batch, c.n_slots, c.temporal_window - 1, c.width, device=device)
         valid = torch.zeros(batch, c.temporal_window - 1, dtype=torch.bool, device=device)
-        return FactorizerCache(history, valid, self.slot_init.expand(batch, -1, -1).to(device))
+        init = self.slot_init if slot_init is None else slot_init
+        return FactorizerCache(history, valid, init.expand(batch, -1, -1).to(device))
 
     def step(self, z: torch.Tensor, cache: FactorizerCache) -> Factored:
         """One new timestep. z [B, E, h, w] -> slots [B, K, D], masks [B, K, N], sink's log share and impurity
@@ -322,10 +376,10 @@ class Factorizer(nn.Module):
         cache = FactorizerCache(torch.stack(new_history), valid[:, 1:], slots)
         return Factored(slots, masks, cache, background, impurity)
 
-    def _forward_recurrent(self, z: torch.Tensor) -> Factored:
+    def _forward_recurrent(self, z: torch.Tensor, slot_init: torch.Tensor | None = None) -> Factored:
         """The ablation: each timestep's slots start from the previous timestep's slots (SAVi-style)."""
         b, t = z.shape[:2]
-        cache = self.empty_cache(b, z.device)
+        cache = self.empty_cache(b, z.device, slot_init)
         steps = []
         for i in range(t):
             steps.append(self.step(z[:, i], cache))

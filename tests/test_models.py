@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from flam.models.factorizer import Factorizer, FactorizerConfig, token_weights, two_means
+from flam.models.factorizer import Factorizer, FactorizerConfig, entity_halves, kmeans, token_weights
 from flam.models.flam import FLAM, FLAMConfig
 from flam.models.lam import Inference
 from flam.models.monolithic import Monolithic, MonolithicConfig
@@ -425,32 +425,61 @@ def test_a_crowded_slot_is_split_into_the_idle_slot_with_the_least_mass() -> Non
     assert "split_stats" in model.state_dict()  # saved, so a resumed run keeps its window
 
 
-def test_two_means_finds_two_separate_groups() -> None:
+def test_kmeans_finds_separate_groups() -> None:
     g = torch.Generator().manual_seed(0)
-    left, right = torch.randn(30, 8, generator=g) - 5, torch.randn(20, 8, generator=g) + 5
-    centres = sorted(two_means(torch.cat([right, left])), key=lambda c: float(c.sum()))
-    torch.testing.assert_close(centres[0], left.mean(0))
-    torch.testing.assert_close(centres[1], right.mean(0))
+    blobs = [torch.randn(n, 8, generator=g) + 6 * torch.eye(8)[i] for i, n in enumerate((30, 20, 10))]
+    labels = kmeans(torch.cat(blobs), 3)
+    groups = [labels[:30], labels[30:50], labels[50:]]
+    assert all(len(set(group.tolist())) == 1 for group in groups)
+    assert len({int(group[0]) for group in groups}) == 3
 
 
-def test_a_split_gives_each_half_of_the_slots_tokens_to_one_of_the_two_slots() -> None:
+def test_entity_halves_keep_each_entity_whole_when_its_poses_look_alike_across_entities() -> None:
+    """Two entities walk on an 8 x 8 grid, each turning between two poses; a token's key is mostly its pose (as at
+    8 agents, where headings dominate), so a cut by looks alone would split both entities."""
+    g = torch.Generator().manual_seed(0)
+    b, t, grid, d = 8, 6, 8, 16
+    entity, pose = torch.randn(2, d, generator=g), 4 * torch.randn(2, d, generator=g)
+    keys = 0.1 * torch.randn(b, t, grid * grid, d, generator=g)
+    held, owner = torch.zeros(b, t, grid * grid, dtype=torch.bool), torch.full((b, t, grid * grid), -1)
+    for clip in range(b):
+        for e, cols in enumerate(((0, 2), (5, 7))):  # apart, so no step joins the two
+            row, col = int(torch.randint(0, grid, (1,), generator=g)), cols[0]
+            for step in range(t):
+                row = min(grid - 1, max(0, row + int(torch.randint(-1, 2, (1,), generator=g))))
+                col = min(cols[1], max(cols[0], col + int(torch.randint(-1, 2, (1,), generator=g))))
+                n = row * grid + col
+                keys[clip, step, n] += entity[e] + pose[int(torch.randint(0, 2, (1,), generator=g))]
+                held[clip, step, n], owner[clip, step, n] = True, e
+    sides = entity_halves(keys, held, grid, kinds=4)
+    assert set(sides[~held].tolist()) == {0.0}
+    first, second = sides[owner == 0], sides[owner == 1]
+    assert len(set(first.tolist())) == 1 and len(set(second.tolist())) == 1 and first[0] == -second[0]
+
+
+def test_a_split_moves_each_half_to_one_of_the_two_slots_and_leaves_the_rest() -> None:
     torch.manual_seed(0)
     fac = Factorizer(replace(flam_config().factorizer, iterations=1))
-    kind = torch.rand(2, 5, 1, G, G) < 0.5  # every token is one of two codes
-    z = torch.where(kind, torch.tensor([1.0, -1.0, 0.5]).view(3, 1, 1), torch.tensor([-1.0, 0.5, 1.0]).view(3, 1, 1))
+    kind = torch.rand(2, 5, G * G) < 0.5  # the first half of the grid: one of two codes; the rest: a third
+    first, second, third = torch.tensor([[1.0, -1.0, 0.5], [-1.0, 0.5, 1.0], [0.0, 0.0, -1.0]])
+    grid = torch.where(kind[..., None], first, second)  # [B, T, N, E]
+    grid[:, :, G * G // 2 :] = third
+    z = grid.transpose(2, 3).unflatten(-1, (G, G))  # [B, T, E, h, w]
     with torch.no_grad():
-        owner = fac(z).masks.argmax(dim=2)  # [B, T, N]
+        before = fac(z).masks  # [B, T, K, N]
+    owner = before.argmax(dim=2)  # [B, T, N]
     source = int(owner.flatten().mode().values)
     target = (source + 1) % K
-    assert fac.split_slot(source, target, z)
+    held = (owner == source) & (torch.arange(G * G) < G * G // 2)  # the tokens to split: of both codes ...
+    assert kind[held].any() and not kind[held].all() and (~held).any()  # ... and others, to be left as they were
+    sides = torch.where(held, torch.where(kind, 1.0, -1.0), 0.0)  # the first code's tokens go to the target
+    fac._fit_split(source, target, z, sides, before)
     with torch.no_grad():
-        masks = fac(z).masks  # [B, T, K, N]
-    mine = owner == source  # the tokens the source held before the split
-    to_target = (masks[:, :, target] > masks[:, :, source])[mine]
-    first_kind = kind.flatten(-2)[:, :, 0][mine]
-    assert 0 < first_kind.float().mean() < 1  # it held tokens of both kinds ...
-    agreement = (to_target == first_kind).float().mean()
-    assert agreement > 0.9 or agreement < 0.1  # ... and now each kind goes to one of the two slots
+        after = fac(z).masks
+    to_target = after[:, :, target] > after[:, :, source]
+    assert to_target[sides > 0].float().mean() > 0.9 and (~to_target[sides < 0]).float().mean() > 0.9
+    assert (after - before).abs().transpose(2, 3)[~held].mean() < 0.05  # the other tokens keep their shares
+    assert all(p.requires_grad and p.grad is None for p in fac.parameters())  # only the two initialisations moved
 
 
 def test_flam_config_rejects_unknown_choices() -> None:
