@@ -73,12 +73,13 @@ class FLAMConfig:
     # Slot splitting: every `split_every` training steps (counted by `steps_trained`; up to step `split_until`,
     # 0 = to the end) the slot with the highest action rate since the last check is split in two when its rate is at
     # least `split_ratio` times the median action slot's and a slot carries no action (rate under ACTIVE_RATE): the
-    # idle slot with the least attention mass becomes a copy of the crowded slot (its learned initialisation and
-    # optimizer moments), and the two initialisations are moved apart so that each starts on one half of the
-    # crowded slot's tokens in the last training batch (`Factorizer.split_slot`). Every other weight is shared by all
-    # slots, so the copy is a working slot from the first step. The empty-cluster restart of k-means: slots that
+    # idle slot with the least attention mass becomes a copy of the crowded slot (its optimizer moments too), and
+    # the two initialisations are fitted so that each takes one half of the crowded slot's tokens in the last
+    # training batch, cut along entities (`Factorizer.split_slot`). The empty-cluster restart of k-means: slots that
     # hold several agents (at 8 agents one slot held three, at 4.0 nats, while one-agent slots carry ~1.8) stay so,
-    # as nothing moves an idle slot's query towards them. 0 = off.
+    # as nothing moves an idle slot's query towards them. As fine-tuning of the shipped 8-agent model every split was
+    # undone within 250 steps: the rest of the network has learned what each slot's value means, and a slot's value
+    # starts from its initialisation (reports/recipe-variants). 0 = off.
     split_every: int = 0
     split_until: int = 0
     split_ratio: float = 1.5
@@ -367,12 +368,11 @@ class FLAM(nn.Module):
         if rates[source] < c.split_ratio * rates[active].median():
             return event
         target = min(idle, key=lambda k: float(masses[k]))
-        if not self.factorizer.split_slot(source, target, self.split_batch.float()):
+        if distributed:  # and every rank splits on rank 0's batch, so all make the same split or none
+            dist.broadcast(self.split_batch, 0)
+        if not self.factorizer.split_slot(source, target, self.split_batch):
             return event
         init = self.factorizer.slot_init
-        if distributed:
-            with torch.no_grad():
-                dist.broadcast(init, 0)
         for moment in optimizer.state.get(init, {}).values():  # AdamW: exp_avg, exp_avg_sq [K, D] (and a scalar step)
             if moment.shape == init.shape:
                 moment[target] = moment[source]
