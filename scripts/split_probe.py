@@ -47,16 +47,31 @@ def main() -> None:
     train_codes = cached_codes(tokenizer_dir, tokenizer, dataset, args.data, "train", torch.device("cpu"))
     rng = np.random.default_rng(0)
 
-    def clips(codes: torch.Tensor, count: int = 32, frames: int = 6) -> torch.Tensor:
+    def clips(codes: torch.Tensor, count: int = 32, frames: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random clips of the encoded episodes -> codes [B, T, E, h, w] and their frame indices [B, T]."""
         episodes = torch.from_numpy(rng.integers(0, codes.shape[0], count))
         starts = torch.from_numpy(rng.integers(0, codes.shape[1] - frames + 1, count))
         idx = starts[:, None] + torch.arange(frames)[None]  # [B, T]
-        return tokenizer.fsq.from_indices(codes[episodes[:, None], idx].flatten(0, 1)).unflatten(0, (count, frames))
+        z = tokenizer.fsq.from_indices(codes[episodes[:, None], idx].flatten(0, 1)).unflatten(0, (count, frames))
+        return z, torch.stack([episodes[:, None].expand_as(idx), idx])
 
-    if not dataset.split("val"):
-        parser.error(f"{args.data} has no validation episodes to watch the slots on")
-    fixed = clips(encode_dataset(tokenizer, dataset, dataset.split("val")[:64], torch.device("cpu")))
+    val_episodes = dataset.split("val")[:64]
+    if not val_episodes or not dataset.has_ground_truth:
+        parser.error(f"{args.data} has no validation episodes with ground truth to watch the slots on")
+    fixed, (episodes, frames) = clips(encode_dataset(tokenizer, dataset, val_episodes, torch.device("cpu")))
+    grid = tokenizer.config.grid
+    positions = np.stack(  # [B, T, agents, 2] (row, column) in pixels
+        [dataset.ground_truth(val_episodes[e]).positions[f] for e, f in zip(episodes[:, 0], frames, strict=True)]
+    )
+    rows, cols = torch.from_numpy(positions.astype(np.int64) // (dataset.image_size // grid)).unbind(-1)
+    cells = rows * grid + cols  # [B, T, agents]: the token each agent stands on
     pair = [args.slot, args.into]
+
+    def agent_shares() -> torch.Tensor:
+        """[agents, 2]: the mean share of each agent's token held by the crowded slot and by the copy."""
+        with torch.no_grad():
+            masks = model.factorizer(fixed).masks[:, :, pair]  # [B, T, 2, N]
+        return masks.gather(-1, cells[:, :, None].expand(-1, -1, 2, -1)).mean(dim=(0, 1)).T
 
     def report(label: str) -> None:
         training = model.training
@@ -70,14 +85,21 @@ def main() -> None:
         print(f"{label:>12}: {state}; prediction MSE {mse:.4f}")
 
     report("before")
-    if not model.factorizer.split_slot(args.slot, args.into, clips(train_codes)):
+    before = agent_shares()
+    if not model.factorizer.split_slot(args.slot, args.into, clips(train_codes)[0]):
         parser.error(f"slot {args.slot} holds too few tokens of the batch to split")
     report("split")
+    after = agent_shares()
+    for agent in torch.nonzero(before.sum(1) > 0.2).flatten().tolist():  # the agents the pair held before
+        print(
+            f"{'':>12}  agent {agent}: slot {args.slot} held {before[agent, 0]:.2f} of its token, after the split "
+            f"{after[agent, 0]:.2f}, the copy {after[agent, 1]:.2f}"
+        )
     params = [model.factorizer.slot_init] if args.only_inits else list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     model.train()
     for step in range(1, args.steps + 1):
-        result = model(clips(train_codes))
+        result = model(clips(train_codes)[0])
         optimizer.zero_grad()
         result.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
