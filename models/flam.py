@@ -77,9 +77,9 @@ class FLAMConfig:
     # the two initialisations are fitted so that each takes one half of the crowded slot's tokens in the last
     # training batch, cut along entities (`Factorizer.split_slot`). The empty-cluster restart of k-means: slots that
     # hold several agents (at 8 agents one slot held three, at 4.0 nats, while one-agent slots carry ~1.8) stay so,
-    # as nothing moves an idle slot's query towards them. As fine-tuning of the shipped 8-agent model every split was
-    # undone within 250 steps: the rest of the network has learned what each slot's value means, and a slot's value
-    # starts from its initialisation (reports/recipe-variants). 0 = off.
+    # as nothing moves an idle slot's query towards them. As fine-tuning of the shipped 8-agent model and from scratch,
+    # every split was undone within 250 steps: the rest of the network has learned what each slot's value means, and
+    # a slot's value starts from its initialisation (reports/recipe-variants). 0 = off.
     split_every: int = 0
     split_until: int = 0
     split_ratio: float = 1.5
