@@ -21,7 +21,7 @@ from flam.models.layers import MLP, Attention
 from flam.models.tokenizer import FSQ
 
 EPS = 1e-8
-# A slot split (`Factorizer.split_slot`) fits the two slots' initialisations by this many Adam steps of this rate, with
+# A slot split (`Factorizer.split_slot`) fits the two slots' query offsets by this many Adam steps of this rate, with
 # this weight on keeping every other token where it was (splitting the shipped 8-agent model's blue + teal slot drew
 # 74% of the purple agent's token into the pair at weight 1, 45% at 4).
 SPLIT_STEPS = 100
@@ -68,6 +68,12 @@ class FactorizerConfig:
     # code of its own could let near codes get far keys; tried once (4 agents, K = 10) it did not part the nearest pair
     # and the actions started later, so nothing shipped uses it (reports/recipe-variants). () = off.
     code_levels: tuple[int, ...] = ()
+    # A learned offset per slot, added to its attention query in every iteration (zeros at the start: the same model).
+    # A slot split (FLAMConfig.split_every) then copies the crowded slot's initialisation exactly and parts the two by
+    # their offsets alone, so the copy starts from the same state and means the same to the rest of the network while
+    # it competes for other tokens. Parted by their initialisations instead, every split was undone by training
+    # within 250 steps (reports/recipe-variants).
+    query_offsets: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "code_levels", tuple(self.code_levels))  # a JSON list from --set or config.json
@@ -197,6 +203,7 @@ class Factorizer(nn.Module):
         self.to_k = nn.Linear(d, d, bias=False)
         self.to_v = nn.Linear(d, d, bias=False)
         self.slot_init = nn.Parameter(torch.randn(config.n_slots, d))  # learned, one per slot
+        self.query_offset = nn.Parameter(torch.zeros(config.n_slots, d)) if config.query_offsets else None
         # The sink's query is learned but, unlike a slot's, never updated from what it reads; zeros = an even start.
         self.sink_query = nn.Parameter(torch.zeros(d)) if config.background_sink else None
         self.norm_slots = nn.LayerNorm(d)
@@ -221,12 +228,15 @@ class Factorizer(nn.Module):
         return (digits * self.code_stride).sum(1).flatten(1)
 
     def _attend(
-        self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+        self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_offset: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """One slot-attention update. slots [M, K, D], k/v [M, N, D] -> slots [M, K, D], masks [M, K, N], the log of
-        the sink's share of every token [M, N] (None without a sink), and every token's impurity [M, N]."""
+        """One slot-attention update. slots [M, K, D], k/v [M, N, D], query_offset [K, D] or None -> slots [M, K, D],
+        masks [M, K, N], the log of the sink's share of every token [M, N] (None without a sink), and every token's
+        impurity [M, N]."""
         m, n_slots, d = slots.shape
         q = self.to_q(self.norm_slots(slots))  # [M, K, D]
+        if query_offset is not None:
+            q = q + query_offset
         logits = torch.einsum("mkd,mnd->mkn", q, k) * d**-0.5  # [M, K, N]
         if self.sink_query is None:
             masks = logits.softmax(dim=1)  # softmax over SLOTS: slots compete for every token
@@ -245,15 +255,18 @@ class Factorizer(nn.Module):
         return slots + self.mlp(self.norm_mlp(slots)), masks, background_log_share, impurity
 
     def split_slot(self, source: int, target: int, z: torch.Tensor) -> bool:
-        """Make slot `target` a second copy of slot `source` that takes part of its entities.
+        """Make slot `target` a second copy of slot `source` that takes part of its entities (needs `query_offsets`).
 
-        The tokens `source` holds in the feature grids z [B, T, E, h, w] are cut in two along entities
-        (`entity_halves`), and the two slots' initialisations are fitted to give one half to each (`_fit_split`).
-        Measured at 8 agents, where every other way tried let training undo the split: a copy moved apart at random
-        starts on every entity at once, and training kept both slots on all of them with half of every token; a cut
-        along the line between the 2-means centres of the keys followed the agents' headings (one agent's four
-        headings fell on both sides), and within 250 steps the source held every token again. Returns False,
-        changing nothing, when there are not two halves to give."""
+        The copy gets the source's initialisation exactly, so both start from the same state; the tokens `source`
+        holds in the feature grids z [B, T, E, h, w] are cut in two along entities (`entity_halves`), and the two
+        slots' query offsets are fitted to give one half to each (`_fit_split`). Tried at 8 agents and undone by
+        training within 250 steps every time (reports/recipe-variants): copies moved apart at random (both stayed on
+        every entity with half of each token), a cut between the 2-means centres of the keys (it followed the agents'
+        headings), and this cut made by the initialisations instead of offsets (the copy, a different slot to the
+        rest of the network, raised the error by a fifth). Returns False, changing nothing, when there are not two
+        halves to give."""
+        if self.query_offset is None:
+            raise ValueError("splitting a slot needs factorizer.query_offsets=true")
         b, t = z.shape[:2]
         with torch.no_grad():
             keys, _ = self._keys_values(z.flatten(0, 1))  # [B*T, N, D]
@@ -266,27 +279,28 @@ class Factorizer(nn.Module):
             sides = entity_halves(keys, held, self.config.grid)  # [B, T, N]: +1 to the target, -1 stays, 0 not held
             if sides.min() == sides.max():
                 return False
-            before = masks.detach()  # [B, T, K, N]
-        self._fit_split(source, target, z, sides, before)
+            self.slot_init[target] = self.slot_init[source]
+            self.query_offset[target] = self.query_offset[source]
+        self._fit_split(source, target, z, sides, masks)
         return True
 
     def _fit_split(self, source: int, target: int, z: torch.Tensor, sides: torch.Tensor, before: torch.Tensor) -> None:
-        """Fit the two slots' initialisations (nothing else) so that the tokens of one half go to `target`, those of
-        the other stay with `source`, and every other token keeps its share of every slot (sides [B, T, N]: +1, -1,
-        0; before [B, T, K, N]: the masks before the split). Gradient steps through the whole attention: its
-        iterations and the temporal attention carry a change of the first query much further than the first logit
-        (solving for the first logits alone did not part the agents)."""
-        pair = self.slot_init.detach()[[target, source]].clone().requires_grad_(True)  # [2, D]
+        """Fit the two slots' query offsets (nothing else) so that the tokens of one half go to `target`, those of the
+        other stay with `source`, and every other token keeps its share of every slot (sides [B, T, N]: +1, -1, 0;
+        before [B, T, K, N]: the masks before the split). Gradient steps through the whole attention: its iterations
+        and the temporal attention carry a change of the first query much further than the first logit (solving for
+        the first logits alone did not part the agents)."""
+        base = self.query_offset.detach()
+        pair = base[[target, source]].clone().requires_grad_(True)  # [2, D]
         others = [k for k in range(self.config.n_slots) if k not in (source, target)]
-        rest = self.slot_init.detach()[others]
-        order = torch.argsort(torch.tensor([target, source, *others]))  # rows of cat([pair, rest]) -> slot order
+        order = torch.argsort(torch.tensor([target, source, *others]))  # rows of cat([pair, others]) -> slot order
         wanted = torch.where(sides > 0, target, source)  # [B, T, N] whose token it should be
         split, kept = sides != 0, before.clamp_min(EPS)
         optimizer = torch.optim.Adam([pair], lr=SPLIT_LR)
         with torch.enable_grad(), _frozen(self):
             for _ in range(SPLIT_STEPS):
                 optimizer.zero_grad()
-                masks = self(z, torch.cat([pair, rest])[order]).masks.clamp_min(EPS)  # [B, T, K, N]
+                masks = self(z, torch.cat([pair, base[others]])[order]).masks.clamp_min(EPS)  # [B, T, K, N]
                 own = masks.gather(2, wanted[:, :, None]).squeeze(2)  # [B, T, N]
                 split_loss = -own.log()[split].mean()
                 drift = (kept * (kept.log() - masks.log())).sum(2)  # [B, T, N]: KL(before || now) per token
@@ -294,8 +308,8 @@ class Factorizer(nn.Module):
                 (split_loss + SPLIT_KEEP * keep_loss).backward()
                 optimizer.step()
         with torch.no_grad():
-            self.slot_init[target] = pair[0]
-            self.slot_init[source] = pair[1]
+            self.query_offset[target] = pair[0]
+            self.query_offset[source] = pair[1]
 
     def _window_mask(self, t: int, device: torch.device) -> torch.Tensor:
         """[T, T] bool: query time i may attend key time j iff i-W < j <= i (causal, windowed)."""
@@ -303,20 +317,20 @@ class Factorizer(nn.Module):
         lag = i[:, None] - i[None, :]  # [T, T]
         return (lag >= 0) & (lag < self.config.temporal_window)
 
-    def forward(self, z: torch.Tensor, slot_init: torch.Tensor | None = None) -> Factored:
+    def forward(self, z: torch.Tensor, query_offset: torch.Tensor | None = None) -> Factored:
         """z [B, T, E, h, w] -> slots [B, T, K, D], masks [B, T, K, N], sink's log share and impurity [B, T, N],
-        cache after the last step."""
+        cache after the last step. `query_offset` [K, D] replaces the learned one (to fit a slot split)."""
+        offset = self.query_offset if query_offset is None else query_offset
         if not self.config.temporal_attention:
-            return self._forward_recurrent(z, slot_init)
+            return self._forward_recurrent(z, offset)
         b, t = z.shape[:2]
         k, v = self._keys_values(z.flatten(0, 1))  # [B*T, N, D]
-        init = self.slot_init if slot_init is None else slot_init  # [K, D]: another only to fit a slot split
-        slots = init.expand(b * t, -1, -1)  # [B*T, K, D]: every timestep starts from the same init
+        slots = self.slot_init.expand(b * t, -1, -1)  # [B*T, K, D]: every timestep starts from the same init
         mask = self._window_mask(t, z.device)
         history = []
         impurity = 0.0
         for _ in range(self.config.iterations):
-            slots, masks, background, split = self._attend(slots, k, v)  # [B*T, K, D], [B*T, K, N], [B*T, N] x2
+            slots, masks, background, split = self._attend(slots, k, v, offset)  # [B*T, K, D], [B*T, K, N], [B*T, N] x2
             impurity = impurity + split / self.config.iterations
             per_slot = slots.reshape(b, t, *slots.shape[1:]).transpose(1, 2)  # [B, K, T, D]
             history.append(per_slot)
@@ -340,23 +354,23 @@ class Factorizer(nn.Module):
         valid = torch.arange(keep, device=history.device) >= pad  # [W-1]
         return FactorizerCache(history, valid.expand(b, -1).clone(), last_slots)
 
-    def empty_cache(self, batch: int, device: torch.device, slot_init: torch.Tensor | None = None) -> FactorizerCache:
+    def empty_cache(self, batch: int, device: torch.device) -> FactorizerCache:
         """The cache before any frame was seen."""
         c = self.config
         history = torch.zeros(c.iterations, batch, c.n_slots, c.temporal_window - 1, c.width, device=device)
         valid = torch.zeros(batch, c.temporal_window - 1, dtype=torch.bool, device=device)
-        init = self.slot_init if slot_init is None else slot_init
-        return FactorizerCache(history, valid, init.expand(batch, -1, -1).to(device))
+        return FactorizerCache(history, valid, self.slot_init.expand(batch, -1, -1).to(device))
 
-    def step(self, z: torch.Tensor, cache: FactorizerCache) -> Factored:
+    def step(self, z: torch.Tensor, cache: FactorizerCache, query_offset: torch.Tensor | None = None) -> Factored:
         """One new timestep. z [B, E, h, w] -> slots [B, K, D], masks [B, K, N], sink's log share and impurity
         [B, N], updated cache."""
         k, v = self._keys_values(z)  # [B, N, D]
+        offset = self.query_offset if query_offset is None else query_offset
         if not self.config.temporal_attention:
             slots = cache.slots
             impurity = 0.0
             for _ in range(self.config.iterations):
-                slots, masks, background, split = self._attend(slots, k, v)
+                slots, masks, background, split = self._attend(slots, k, v, offset)
                 impurity = impurity + split / self.config.iterations
             return Factored(slots, masks, FactorizerCache(cache.history, cache.valid, slots), background, impurity)
         b = z.shape[0]
@@ -366,7 +380,7 @@ class Factorizer(nn.Module):
         new_history = []
         impurity = 0.0
         for r in range(self.config.iterations):
-            slots, masks, background, split = self._attend(slots, k, v)  # [B, K, D], [B, K, N], [B, N] x2
+            slots, masks, background, split = self._attend(slots, k, v, offset)  # [B, K, D], [B, K, N], [B, N] x2
             impurity = impurity + split / self.config.iterations
             window = torch.cat([cache.history[r], slots[:, :, None]], dim=2)  # [B, K, W, D]
             new_history.append(window[:, :, window.shape[2] - keep :])
@@ -377,13 +391,13 @@ class Factorizer(nn.Module):
         cache = FactorizerCache(torch.stack(new_history), valid[:, 1:], slots)
         return Factored(slots, masks, cache, background, impurity)
 
-    def _forward_recurrent(self, z: torch.Tensor, slot_init: torch.Tensor | None = None) -> Factored:
+    def _forward_recurrent(self, z: torch.Tensor, query_offset: torch.Tensor | None) -> Factored:
         """The ablation: each timestep's slots start from the previous timestep's slots (SAVi-style)."""
         b, t = z.shape[:2]
-        cache = self.empty_cache(b, z.device, slot_init)
+        cache = self.empty_cache(b, z.device)
         steps = []
         for i in range(t):
-            steps.append(self.step(z[:, i], cache))
+            steps.append(self.step(z[:, i], cache, query_offset))
             cache = steps[-1].cache
         background = None if self.sink_query is None else torch.stack([s.background_log_share for s in steps], 1)
         return Factored(

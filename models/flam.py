@@ -70,16 +70,16 @@ class FLAMConfig:
     # from step 0 drove every token into the sink within 200 steps, and at step 1,500 no slot carried an action
     # (slot mass 0.002, validation MSE stuck at 0.050; without the cost, 4 action slots and 0.037 by then).
     background_warmup: int = 0
-    # Slot splitting: every `split_every` training steps (counted by `steps_trained`; up to step `split_until`,
-    # 0 = to the end) the slot with the highest action rate since the last check is split in two when its rate is at
-    # least `split_ratio` times the median action slot's and a slot carries no action (rate under ACTIVE_RATE): the
-    # idle slot with the least attention mass becomes a copy of the crowded slot (its optimizer moments too), and
-    # the two initialisations are fitted so that each takes one half of the crowded slot's tokens in the last
-    # training batch, cut along entities (`Factorizer.split_slot`). The empty-cluster restart of k-means: slots that
-    # hold several agents (at 8 agents one slot held three, at 4.0 nats, while one-agent slots carry ~1.8) stay so,
-    # as nothing moves an idle slot's query towards them. As fine-tuning of the shipped 8-agent model and from scratch,
-    # every split was undone within 250 steps: the rest of the network has learned what each slot's value means, and
-    # a slot's value starts from its initialisation (reports/recipe-variants). 0 = off.
+    # Slot splitting (needs factorizer.query_offsets): every `split_every` training steps (counted by `steps_trained`;
+    # up to step `split_until`, 0 = to the end) the slot with the highest action rate since the last check is split
+    # in two when its rate is at least `split_ratio` times the median action slot's and a slot carries no action
+    # (rate under ACTIVE_RATE): the idle slot with the least attention mass becomes an exact copy of the crowded slot
+    # (initialisation, query offset, their optimizer moments), and the two query offsets are fitted so that each
+    # takes one half of the crowded slot's tokens in the last training batch, cut along entities
+    # (`Factorizer.split_slot`). The empty-cluster restart of k-means: slots that hold several agents (at 8 agents
+    # one slot held three, at 4.0 nats, while one-agent slots carry ~1.8) stay so, as nothing moves an idle slot's
+    # query towards them. Copies parted by their initialisations were undone by training within 250 steps every
+    # time, as fine-tuning of the shipped 8-agent model and from scratch (reports/recipe-variants). 0 = off.
     split_every: int = 0
     split_until: int = 0
     split_ratio: float = 1.5
@@ -96,6 +96,11 @@ class FLAMConfig:
             raise ValueError("background_warmup must be >= 0")
         if self.split_every < 0 or self.split_until < 0 or self.split_ratio < 1:
             raise ValueError("split_every and split_until must be >= 0 (steps) and split_ratio >= 1")
+        if self.split_every and not self.factorizer.query_offsets:
+            raise ValueError(
+                "split_every needs factorizer.query_offsets=true: a split parts the crowded slot and its copy by their "
+                "query offsets"
+            )
         if self.background_cost > 0 and not self.factorizer.background_sink:
             raise ValueError(
                 "background_cost needs factorizer.background_sink=true: without the sink there is no background "
@@ -372,10 +377,10 @@ class FLAM(nn.Module):
             dist.broadcast(self.split_batch, 0)
         if not self.factorizer.split_slot(source, target, self.split_batch):
             return event
-        init = self.factorizer.slot_init
-        for moment in optimizer.state.get(init, {}).values():  # AdamW: exp_avg, exp_avg_sq [K, D] (and a scalar step)
-            if moment.shape == init.shape:
-                moment[target] = moment[source]
+        for param in (self.factorizer.slot_init, self.factorizer.query_offset):
+            for moment in optimizer.state.get(param, {}).values():  # AdamW: exp_avg, exp_avg_sq [K, D], a scalar step
+                if moment.shape == param.shape:
+                    moment[target] = moment[source]
         return event | {"split": source, "into": target}
 
     def infer(self, z: torch.Tensor) -> Inference:

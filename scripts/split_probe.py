@@ -1,14 +1,14 @@
 """Does a slot split hold? Splits a trained FLAM's crowded slot into an idle one on one batch of training clips, the
 way `split_every` does during training (`Factorizer.split_slot`), then takes plain training steps and prints the two
 slots' attention mass (tokens) and action rate (nats) on a fixed batch of validation clips as it goes, with the
-model's one-step prediction MSE on them. Optionally only the slot initialisations train (`--only-inits`), to tell
-the gradient on the split from the drift of the weights every slot shares. Nothing is written but the cache of
-training codes that `flam train` keeps.
+model's one-step prediction MSE on them. Optionally only the slot initialisations and query offsets train
+(`--only-slots`), to tell the gradient on the split from the drift of the weights every slot shares. Nothing is
+written but the cache of training codes that `flam train` keeps.
 
 Reproduces the numbers in reports/recipe-variants ("splitting the crowded slot"):
     .venv/bin/python scripts/split_probe.py checkpoints/multigrid-8/flam-anchored data/multigrid-8 --slot 1 --into 5
     .venv/bin/python scripts/split_probe.py checkpoints/multigrid-8/flam-anchored data/multigrid-8 --slot 1 --into 5 \
-        --only-inits
+        --only-slots
 The data is not in the repository; make it first (seconds) with the shipped set's command:
     .venv/bin/flam data generate --world multigrid --agents 8 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-8
 """
@@ -35,11 +35,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--impurity-cost", type=float, default=1e-3)
-    parser.add_argument("--only-inits", action="store_true", help="train the slot initialisations alone")
+    parser.add_argument("--only-slots", action="store_true", help="train the slot initialisations and offsets alone")
     args = parser.parse_args()
     torch.manual_seed(0)
     loaded, header = load_model(args.checkpoint, ("flam",))
-    model = FLAM(replace(loaded.config, impurity_cost=args.impurity_cost))
+    factorizer = replace(loaded.config.factorizer, query_offsets=True)  # a model without them: zeros, the same model
+    model = FLAM(replace(loaded.config, factorizer=factorizer, impurity_cost=args.impurity_cost))
     model.load_state_dict(loaded.state_dict(), strict=False)  # the cost's step counter starts at 0, its ramp at 1
     tokenizer_dir = (args.checkpoint / header["tokenizer"]["path"]).resolve()
     tokenizer, _ = load_model(tokenizer_dir, ("tokenizer",))
@@ -95,7 +96,8 @@ def main() -> None:
             f"{'':>12}  agent {agent}: slot {args.slot} held {before[agent, 0]:.2f} of its token, after the split "
             f"{after[agent, 0]:.2f}, the copy {after[agent, 1]:.2f}"
         )
-    params = [model.factorizer.slot_init] if args.only_inits else list(model.parameters())
+    slot_params = [model.factorizer.slot_init, model.factorizer.query_offset]
+    params = slot_params if args.only_slots else list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     model.train()
     for step in range(1, args.steps + 1):

@@ -383,7 +383,8 @@ def test_scheduled_costs_wait_for_their_warmup_then_ramp_up(costs: dict) -> None
 
 def test_a_crowded_slot_is_split_into_the_idle_slot_with_the_least_mass() -> None:
     torch.manual_seed(0)
-    model = FLAM(flam_config(split_every=2, split_until=4))
+    base = flam_config()
+    model = FLAM(replace(base, factorizer=replace(base.factorizer, query_offsets=True), split_every=2, split_until=4))
     optimizer = torch.optim.AdamW(model.parameters())
     for _ in range(2):  # two training steps fill the window with real statistics
         model(codes()).loss.backward()
@@ -393,18 +394,21 @@ def test_a_crowded_slot_is_split_into_the_idle_slot_with_the_least_mass() -> Non
         masks = model.factorizer(model.split_batch).masks  # [B, T, K, N]
     crowded = int(masks.argmax(dim=2).flatten().mode().values)
     other, idle = [k for k in range(K) if k != crowded]
-    init = model.factorizer.slot_init
-    state = optimizer.state[init]
-    state["exp_avg"].copy_(torch.randn_like(init))
-    before, moments = init.detach().clone(), state["exp_avg"].clone()
+    init, offset = model.factorizer.slot_init, model.factorizer.query_offset
+    state = optimizer.state[offset]
+    state["exp_avg"].copy_(torch.randn_like(offset))
+    before, offsets, moments = init.detach().clone(), offset.detach().clone(), state["exp_avg"].clone()
     summed = torch.zeros(2, K)
     summed[:, crowded], summed[:, other], summed[:, idle] = torch.tensor([8.0, 6.0]), 2.0, torch.tensor([0.0, 1.0])
     model.split_stats.copy_(summed)  # rates and masses, summed over 2 steps
     event = model.after_optimizer_step(optimizer)
     assert event["step"] == 2 and (event["split"], event["into"]) == (crowded, idle)
     assert event["rates"][crowded] == 4.0 and event["masses"][idle] == 0.5
-    assert not torch.equal(init[idle], before[idle]) and not torch.equal(init[crowded], before[crowded])
+    torch.testing.assert_close(init[idle], before[crowded])  # an exact copy, parted by the query offsets only
+    torch.testing.assert_close(init[crowded], before[crowded])
     torch.testing.assert_close(init[other], before[other])
+    assert not torch.equal(offset[idle], offset[crowded])
+    torch.testing.assert_close(offset[other], offsets[other])
     torch.testing.assert_close(state["exp_avg"][idle], moments[crowded])  # the copy inherits the optimizer's moments
     torch.testing.assert_close(state["exp_avg"][other], moments[other])
     assert int(model.split_steps) == 0 and not model.split_stats.any()  # a new window starts
@@ -459,7 +463,7 @@ def test_entity_halves_keep_each_entity_whole_when_its_poses_look_alike_across_e
 
 def test_a_split_moves_each_half_to_one_of_the_two_slots_and_leaves_the_rest() -> None:
     torch.manual_seed(0)
-    fac = Factorizer(replace(flam_config().factorizer, iterations=1))
+    fac = Factorizer(replace(flam_config().factorizer, iterations=1, query_offsets=True))
     kind = torch.rand(2, 5, G * G) < 0.5  # the first half of the grid: one of two codes; the rest: a third
     first, second, third = torch.tensor([[1.0, -1.0, 0.5], [-1.0, 0.5, 1.0], [0.0, 0.0, -1.0]])
     grid = torch.where(kind[..., None], first, second)  # [B, T, N, E]
@@ -473,13 +477,18 @@ def test_a_split_moves_each_half_to_one_of_the_two_slots_and_leaves_the_rest() -
     held = (owner == source) & (torch.arange(G * G) < G * G // 2)  # the tokens to split: of both codes ...
     assert kind[held].any() and not kind[held].all() and (~held).any()  # ... and others, to be left as they were
     sides = torch.where(held, torch.where(kind, 1.0, -1.0), 0.0)  # the first code's tokens go to the target
+    with torch.no_grad():  # as split_slot does: the copy starts as the source exactly
+        fac.slot_init[target] = fac.slot_init[source]
+    inits = fac.slot_init.detach().clone()
     fac._fit_split(source, target, z, sides, before)
     with torch.no_grad():
         after = fac(z).masks
     to_target = after[:, :, target] > after[:, :, source]
     assert to_target[sides > 0].float().mean() > 0.9 and (~to_target[sides < 0]).float().mean() > 0.9
     assert (after - before).abs().transpose(2, 3)[~held].mean() < 0.05  # the other tokens keep their shares
-    assert all(p.requires_grad and p.grad is None for p in fac.parameters())  # only the two initialisations moved
+    torch.testing.assert_close(fac.slot_init, inits)  # only the two query offsets moved ...
+    assert fac.query_offset[[source, target]].abs().sum() > 0 and not fac.query_offset[3 - source - target].any()
+    assert all(p.requires_grad and p.grad is None for p in fac.parameters())  # ... and no gradient is left behind
 
 
 def test_flam_config_rejects_unknown_choices() -> None:
@@ -491,6 +500,8 @@ def test_flam_config_rejects_unknown_choices() -> None:
         flam_config(slot_capacity=-1.0)
     with pytest.raises(ValueError, match="split_ratio >= 1"):
         flam_config(split_every=100, split_ratio=0.5)
+    with pytest.raises(ValueError, match="needs factorizer.query_offsets=true"):
+        flam_config(split_every=100)
     with pytest.raises(ValueError, match="impurity_cost, slot_mass_cap and mass_cap_weight must be >= 0"):
         flam_config(impurity_cost=-1.0)
     with pytest.raises(ValueError, match="background_warmup must be >= 0"):
