@@ -72,7 +72,8 @@ class FactorizerConfig:
     # A slot split (FLAMConfig.split_every) then copies the crowded slot's initialisation exactly and parts the two by
     # their offsets alone, so the copy starts from the same state and means the same to the rest of the network while
     # it competes for other tokens. Parted by their initialisations instead, every split was undone by training
-    # within 250 steps (reports/recipe-variants).
+    # within 250 steps; parted by offsets, a split held through 100 steps of a probe (scripts/split_probe.py), but in a
+    # fine-tuning run one of the pair still took all the agents back within 250 steps (reports/recipe-variants).
     query_offsets: bool = False
 
     def __post_init__(self) -> None:

@@ -78,8 +78,9 @@ class FLAMConfig:
     # takes one half of the crowded slot's tokens in the last training batch, cut along entities
     # (`Factorizer.split_slot`). The empty-cluster restart of k-means: slots that hold several agents (at 8 agents
     # one slot held three, at 4.0 nats, while one-agent slots carry ~1.8) stay so, as nothing moves an idle slot's
-    # query towards them. Copies parted by their initialisations were undone by training within 250 steps every
-    # time, as fine-tuning of the shipped 8-agent model and from scratch (reports/recipe-variants). 0 = off.
+    # query towards them. At 8 agents every split was undone by training within 250 steps (by initialisations: as
+    # fine-tuning and from scratch; by query offsets: as fine-tuning), so nothing shipped uses it
+    # (reports/recipe-variants). 0 = off.
     split_every: int = 0
     split_until: int = 0
     split_ratio: float = 1.5
