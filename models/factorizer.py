@@ -22,8 +22,8 @@ from flam.models.tokenizer import FSQ
 
 EPS = 1e-8
 # A slot split (`Factorizer.split_slot`) fits the two slots' query offsets by this many Adam steps of this rate, with
-# this weight on keeping every other token where it was (splitting the shipped 8-agent model's blue + teal slot drew
-# 74% of the purple agent's token into the pair at weight 1, 45% at 4).
+# this weight on keeping every other token where it was (chosen by eye in a one-off probe of an earlier fit: at weight 1
+# splitting one pair of agents drew a third agent's token into the pair, less so at 4).
 SPLIT_STEPS = 100
 SPLIT_LR = 0.05
 SPLIT_KEEP = 4.0

@@ -48,7 +48,7 @@ from flam.models.lam import count_action_slots
 from flam.models.monolithic import MonolithicConfig
 from flam.models.presets import ACTION_SIZE, TrainConfig, lam_preset, tokenizer_preset
 from flam.models.registry import KINDS, build_model, load_model
-from flam.models.tokenizer import Tokenizer, frames_to_tensor
+from flam.models.tokenizer import FSQ, Tokenizer, frames_to_tensor
 from flam.models.world_model import default_device
 from flam.worlds.dataset import Dataset
 
@@ -515,6 +515,18 @@ def cached_codes(
     return codes
 
 
+def draw_clips(
+    codes: torch.Tensor, fsq: FSQ, rng: np.random.Generator, count: int, frames: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random clips of encoded episodes (int8 codes [episodes, T, E, h, w]) -> their feature grids
+    [count, frames, E, h, w] and where each frame came from [2, count, frames] (episode, frame)."""
+    episodes = torch.from_numpy(rng.integers(0, codes.shape[0], count))
+    starts = torch.from_numpy(rng.integers(0, codes.shape[1] - frames + 1, count))
+    idx = starts[:, None] + torch.arange(frames)[None]  # [B, T]
+    z = fsq.from_indices(codes[episodes[:, None], idx].flatten(0, 1)).unflatten(0, (count, frames))
+    return z, torch.stack([episodes[:, None].expand_as(idx), idx])
+
+
 def token_masks(entity_map: np.ndarray, grid: int, n_entities: int) -> np.ndarray:
     """Pixel entity map uint8 [T, H, W] -> share of each token's pixels per entity, float [T, N, h, w]."""
     t, height, width = entity_map.shape
@@ -595,11 +607,7 @@ def train_lam(
     clip = train.clip_frames
 
     def sample(rng: np.random.Generator, batch: int) -> torch.Tensor:
-        episodes = rng.integers(0, train_codes.shape[0], batch)
-        starts = rng.integers(0, train_codes.shape[1] - clip + 1, batch)
-        idx = torch.from_numpy(starts)[:, None] + torch.arange(clip)[None]  # [B, T]
-        codes = train_codes[torch.from_numpy(episodes)[:, None], idx]  # int8 [B, T, E, h, w]
-        return fsq.from_indices(codes.flatten(0, 1)).unflatten(0, (batch, clip))
+        return draw_clips(train_codes, fsq, rng, batch, clip)[0]
 
     val_count = min(val_codes.shape[0], train.batch_size * train.val_batches)
     val_clips = fsq.from_indices(val_codes[:val_count, :clip].flatten(0, 1)).unflatten(0, (val_count, clip))

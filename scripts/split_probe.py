@@ -22,7 +22,7 @@ import torch
 
 from flam.models.flam import FLAM
 from flam.models.registry import load_model
-from flam.models.train import cached_codes, encode_dataset
+from flam.models.train import cached_codes, draw_clips, encode_dataset
 from flam.worlds.dataset import Dataset
 
 
@@ -48,13 +48,8 @@ def main() -> None:
     train_codes = cached_codes(tokenizer_dir, tokenizer, dataset, args.data, "train", torch.device("cpu"))
     rng = np.random.default_rng(0)
 
-    def clips(codes: torch.Tensor, count: int = 32, frames: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random clips of the encoded episodes -> codes [B, T, E, h, w] and their frame indices [B, T]."""
-        episodes = torch.from_numpy(rng.integers(0, codes.shape[0], count))
-        starts = torch.from_numpy(rng.integers(0, codes.shape[1] - frames + 1, count))
-        idx = starts[:, None] + torch.arange(frames)[None]  # [B, T]
-        z = tokenizer.fsq.from_indices(codes[episodes[:, None], idx].flatten(0, 1)).unflatten(0, (count, frames))
-        return z, torch.stack([episodes[:, None].expand_as(idx), idx])
+    def clips(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return draw_clips(codes, tokenizer.fsq, rng, 32, 6)
 
     val_episodes = dataset.split("val")[:64]
     if not val_episodes or not dataset.has_ground_truth:
