@@ -654,14 +654,20 @@ def train_lam(
 
 
 def _apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
-    """Set top-level or nested (`factorizer.temporal_attention`) config fields by name."""
+    """Set top-level or nested (`factorizer.temporal_attention`) config fields by name. Every level is rebuilt, and so
+    validated, once with all its changes, so options that need each other may come in any order
+    (`split_every=250` before `factorizer.query_offsets=true`)."""
+    names = {f.name for f in fields(config)}
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
-        names = {f.name for f in fields(config)}
         if head not in names:
             raise ValueError(f"unknown model option {key!r}; known: {sorted(names)}")
         if rest:
-            config = replace(config, **{head: _apply_overrides(getattr(config, head), {rest: value})})
+            nested.setdefault(head, {})[rest] = value
         else:
-            config = replace(config, **{head: value})
-    return config
+            direct[head] = value
+    for head, inner in nested.items():
+        direct[head] = _apply_overrides(getattr(config, head), inner)
+    return replace(config, **direct)

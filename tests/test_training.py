@@ -240,7 +240,8 @@ def test_slot_split_checks_are_recorded_and_survive_a_resume(
 ) -> None:
     out = tmp_path / "split"
     # A ratio of 1 splits at every check that finds an action slot and an idle one; a tiny run may have neither.
-    split = ["--set", "factorizer.query_offsets=true", "--set", "split_every=2", "--set", "split_ratio=1"]
+    # split_every needs query offsets: the options are validated together, so it may come first.
+    split = ["--set", "split_every=2", "--set", "factorizer.query_offsets=true", "--set", "split_ratio=1"]
     argv = tiny_flam_args(tokenizer_dir, tiny_dataset, out) + split
     assert main(argv + ["--steps", "4"]) == 0
     events = read_training(out)[0]["events"]
