@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Trains one shipped model set from nothing: data, tokenizer, FLAM (three aggregators), monolithic, sample episodes.
 # Usage: scripts/train-shipped.sh AGENTS [DATA_ROOT]   e.g. scripts/train-shipped.sh 4  -> checkpoints/multigrid-4/
+# SEED=N (default 0) seeds the 4-agent fine-tuning base, the one stage whose binding depends on the run (below).
 # Each stage resumes if its checkpoint folder exists, so an interrupted run continues where it stopped.
 # Intermediate checkpoints that are not shipped go to RUNS (default runs/, ignored by git).
 set -euo pipefail
@@ -25,7 +26,7 @@ $flam train tokenizer --data "$data" --out "$set_dir/tokenizer" $(resume_flag "$
 # 39.1 dB and 0.77 / 0.61 / 0.92 without); the 8-agent one was trained before those options existed. Each recipe is
 # the one its shipped model was trained with, so --resume accepts it. Binding every agent is not certain: the shipped
 # 4-agent base trained in bf16 (AVX-512 BF16 CPU); the same recipe in fp32 (the default on an AVX2-only CPU) lost
-# one agent's slot at step 2,000 (reports/recipe-variants); check `action_slots` and `binding` in the validation lines.
+# one agent's slot at step 2,000 (reports/recipe-variants), so the script checks the base's `binding` (below).
 # At 4 agents those 6,000 steps are a base that is then fine-tuned for 1,500 steps with an impurity cost (each token
 # to one competitor, in every attention iteration), which empties the spare slots' first-iteration reads of the
 # agents' cells: DCI completeness 0.83 -> 1.00 on validation. From step 0 the same cost kept the slots from binding.
@@ -46,10 +47,23 @@ for model in flam flam-mixture flam-anchored monolithic; do
     [ -f "$out/config.json" ] && [ ! -d "$runs_dir/flam-anchored-base" ] && continue
     out=$runs_dir/flam-anchored-base
   fi
-  $flam train lam "${options[@]}" --tokenizer "$set_dir/tokenizer" --data "$data" --out "$out" $(resume_flag "$out")
   if [ "$out" = "$runs_dir/flam-anchored-base" ]; then
+    $flam train lam "${options[@]}" --seed "${SEED:-0}" --tokenizer "$set_dir/tokenizer" --data "$data" --out "$out" \
+      $(resume_flag "$out")
+    # The fine-tune empties spare slots' reads; it cannot give a grouped agent a slot of its own. So a base whose
+    # last validation did not bind every agent stops the rebuild here rather than ship a model that moves two agents
+    # with one slot (1 of 3 runs of this recipe bound all four: reports/recipe-variants).
+    binding=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["history"][-1]["binding"])' \
+      "$out/training.json")
+    if awk -v b="$binding" 'BEGIN { exit !(b < 1) }'; then
+      echo "error: $out binds only a share of $binding of the agents to slots of their own at its last validation" \
+        "(need 1.0); train another base: rm -r $out && SEED=1 $0 $agents $data_root" >&2
+      exit 1
+    fi
     $flam train lam --arch flam --init "$out" --set impurity_cost=0.001 --steps 1500 --lr 0.0003 \
       --tokenizer "$set_dir/tokenizer" --data "$data" --out "$set_dir/$model" $(resume_flag "$set_dir/$model")
+  else
+    $flam train lam "${options[@]}" --tokenizer "$set_dir/tokenizer" --data "$data" --out "$out" $(resume_flag "$out")
   fi
 done
 $flam data subset "$data" --split test --count 8 --out "$set_dir/episodes" --overwrite
