@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -653,7 +653,7 @@ def train_lam(
     return trainer.run()
 
 
-def _apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+def _apply_overrides(config: Any, overrides: dict[str, Any], prefix: str = "") -> Any:
     """Set top-level or nested (`factorizer.temporal_attention`) config fields by name. Every level is rebuilt, and so
     validated, once with all its changes, so options that need each other may come in any order
     (`split_every=250` before `factorizer.query_offsets=true`)."""
@@ -663,11 +663,32 @@ def _apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
         if head not in names:
-            raise ValueError(f"unknown model option {key!r}; known: {sorted(names)}")
+            raise ValueError(f"unknown model option {prefix + key!r}; known: {sorted(names)}")
         if rest:
             nested.setdefault(head, {})[rest] = value
         else:
-            direct[head] = value
+            direct[head] = _typed(prefix + key, value, getattr(config, head))
     for head, inner in nested.items():
-        direct[head] = _apply_overrides(getattr(config, head), inner)
+        direct[head] = _apply_overrides(getattr(config, head), inner, f"{prefix}{head}.")
     return replace(config, **direct)
+
+
+# What each kind of option takes, for the error message; and the JSON values accepted for it.
+_OPTION_KINDS: dict[type, tuple[str, tuple[type, ...]]] = {
+    bool: ("true or false", (bool,)),
+    int: ("a whole number", (int,)),
+    float: ("a number", (int, float)),
+    str: ("a word", (str,)),
+    tuple: ("a list such as [5,5,5]", (list, tuple)),
+}
+
+
+def _typed(key: str, value: Any, current: Any) -> Any:
+    """The value for option `key` as the type of its current value, or a ValueError that says what it takes (the
+    config's own checks compare numbers, and would fail on a word with a TypeError)."""
+    if is_dataclass(current):
+        raise ValueError(f"{key} is a group of options; set them one by one: {key}.NAME=VALUE")
+    name, accepted = _OPTION_KINDS.get(type(current), (type(current).__name__, (type(current),)))
+    if not isinstance(value, accepted) or (isinstance(value, bool) and type(current) is not bool):
+        raise ValueError(f"--set {key}: takes {name}, got {json.dumps(value)}")
+    return type(current)(value)

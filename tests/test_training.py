@@ -219,6 +219,11 @@ def test_cli_errors_are_one_line(
     assert "not a checkpoint folder" in capsys.readouterr().err
     assert main([*base, "--data", str(tiny_dataset), "--out", str(tmp_path / "o3"), "--set", "nonsense=1"]) == 2
     assert "unknown model option" in capsys.readouterr().err
+    wrong_types = {"split_every=abc": 'split_every: takes a whole number, got "abc"',
+                   "factorizer.query_offsets=1": "factorizer.query_offsets: takes true or false, got 1"}  # fmt: skip
+    for option, says in wrong_types.items():
+        assert main([*base, "--data", str(tiny_dataset), "--out", str(tmp_path / "o5"), "--set", option]) == 2
+        assert f"--set {says}" in capsys.readouterr().err
     wrong_levels = ["--set", "factorizer.code_levels=[5,5,3]"]  # the tiny tokenizer's are 5, 5, 5
     assert main([*base, "--data", str(tiny_dataset), "--out", str(tmp_path / "o4"), *wrong_levels]) == 2
     assert "does not match the tokenizer's FSQ levels [5, 5, 5]" in capsys.readouterr().err
