@@ -157,8 +157,9 @@ def entity_halves(keys: torch.Tensor, held: torch.Tensor, grid: int, kinds: int 
     clusters of keys, some nearer another agent's than each other), so the keys are first grouped into `kinds` by
     k-means, the kinds are linked by how often a token of one lies within a cell of a token of the other in the next
     frame (an entity moves at most one cell a step, and its pose changes in place), and the link graph is cut in two
-    by the sign of its normalised Fiedler vector. keys [B, T, N, D], held [B, T, N] bool -> [B, T, N]: +1 or -1 on
-    held tokens, 0 elsewhere."""
+    by the sign of its normalised Fiedler vector. The default 16 kinds were picked on one batch; how the cut falls
+    for other counts and clips: scripts/split_cuts.py (the clips matter more than the count). keys [B, T, N, D],
+    held [B, T, N] bool -> [B, T, N]: +1 or -1 on held tokens, 0 elsewhere."""
     labels = kmeans(keys[held], kinds)  # [P]
     k = int(labels.max()) + 1
     kind = torch.zeros(*held.shape, k, device=keys.device)  # [B, T, N, k] one-hot, zero where not held
@@ -268,15 +269,10 @@ class Factorizer(nn.Module):
         halves to give."""
         if self.query_offset is None:
             raise ValueError("splitting a slot needs factorizer.query_offsets=true")
-        b, t = z.shape[:2]
         with torch.no_grad():
-            keys, _ = self._keys_values(z.flatten(0, 1))  # [B*T, N, D]
-            masks = self(z).masks  # [B, T, K, N]
-            # its tokens: those it holds more of than any other slot, and more than an even share (not the sink's)
-            held = (masks.argmax(dim=2) == source) & (masks[:, :, source] > 1 / (self.config.n_slots + 1))  # [B, T, N]
+            keys, held, masks = self.held_tokens(source, z)
             if held.sum() < 2:
                 return False
-            keys = keys.unflatten(0, (b, t)).float()  # [B, T, N, D]
             sides = entity_halves(keys, held, self.config.grid)  # [B, T, N]: +1 to the target, -1 stays, 0 not held
             if sides.min() == sides.max():
                 return False
@@ -284,6 +280,17 @@ class Factorizer(nn.Module):
             self.query_offset[target] = self.query_offset[source]
         self._fit_split(source, target, z, sides, masks)
         return True
+
+    @torch.no_grad()
+    def held_tokens(self, slot: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The tokens a slot holds in feature grids z [B, T, E, h, w]: those it holds more of than any other slot and
+        more than an even share (not the sink's). -> every token's key [B, T, N, D] (float), held [B, T, N] bool,
+        and every slot's masks [B, T, K, N]."""
+        b, t = z.shape[:2]
+        keys, _ = self._keys_values(z.flatten(0, 1))  # [B*T, N, D]
+        masks = self(z).masks  # [B, T, K, N]
+        held = (masks.argmax(dim=2) == slot) & (masks[:, :, slot] > 1 / (self.config.n_slots + 1))  # [B, T, N]
+        return keys.unflatten(0, (b, t)).float(), held, masks
 
     def _fit_split(self, source: int, target: int, z: torch.Tensor, sides: torch.Tensor, before: torch.Tensor) -> None:
         """Fit the two slots' query offsets (nothing else) so that the tokens of one half go to `target`, those of the
