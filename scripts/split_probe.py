@@ -2,7 +2,9 @@
 way `split_every` does during training (`Factorizer.split_slot`), then takes plain training steps and prints the two
 slots' attention mass (tokens) and action rate (nats) on a fixed batch of validation clips as it goes, with the
 model's one-step prediction MSE on them. Optionally only the slot initialisations and query offsets train
-(`--only-slots`), to tell the gradient on the split from the drift of the weights every slot shares. Nothing is
+(`--only-slots`), to tell the gradient on the split from the drift of the weights every slot shares; or the
+factorizer stays fixed for the first `--hold` steps, so the networks after it learn the split slots before the
+attention may move. Nothing is
 written but the cache of training codes that `flam train` keeps.
 
 Reproduces the numbers in reports/recipe-variants ("splitting the crowded slot"):
@@ -36,6 +38,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--impurity-cost", type=float, default=1e-3)
     parser.add_argument("--only-slots", action="store_true", help="train the slot initialisations and offsets alone")
+    parser.add_argument(
+        "--hold", type=int, default=0, help="keep the factorizer fixed for this many steps after the split (0: none)"
+    )
+    parser.add_argument("--every", type=int, default=20, help="report every this many steps")
     args = parser.parse_args()
     torch.manual_seed(0)
     loaded, header = load_model(args.checkpoint, ("flam",))
@@ -95,13 +101,16 @@ def main() -> None:
     params = slot_params if args.only_slots else list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     model.train()
+    model.factorizer.requires_grad_(not args.hold)  # AdamW skips parameters without gradients
     for step in range(1, args.steps + 1):
+        if step == args.hold + 1:
+            model.factorizer.requires_grad_(True)
         result = model(clips(train_codes)[0])
         optimizer.zero_grad()
         result.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        if step % 20 == 0:
+        if step % args.every == 0:
             report(f"step {step}")
 
 
