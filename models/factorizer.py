@@ -75,6 +75,15 @@ class FactorizerConfig:
     # within 250 steps; parted by offsets, a split held through 100 steps of a probe (scripts/split_probe.py), but in a
     # fine-tuning run one of the pair still took all the agents back within 250 steps (reports/recipe-variants).
     query_offsets: bool = False
+    # Add to every output slot a learned projection (zeros at the start: the same model) of where its attention mask
+    # is: the mask's centroid on the grid, divided by max(mass, 1) as the mass floor divides the read, and its mass up
+    # to 1. A slot's value is a weighted mean of its tokens' contents, in which position is only a small learned
+    # embedding, so a slot may say what its entity looks like and not where it is: at 8 agents no shipped or tried
+    # model ever moved an agent one cell (every move lost one step ahead, while turns in place were right), and the
+    # inverse dynamics could not tell a move from its slots (a probe on the inferred actions found none of them;
+    # at 4 agents 78%; scripts/step_errors.py, reports/recipe-variants). With the centroid in the slot, a move is a
+    # change of the slot the inverse dynamics sees.
+    slot_positions: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "code_levels", tuple(self.code_levels))  # a JSON list from --set or config.json
@@ -215,6 +224,15 @@ class Factorizer(nn.Module):
         self.mlp = MLP(d)
         self.norm_temporal = nn.LayerNorm(d)
         self.temporal = Attention(d, config.heads)
+        if config.slot_positions:
+            axis = torch.linspace(-1, 1, config.grid)
+            coords = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(n, 2)  # (row, col) [N, 2]
+            self.register_buffer("coords", coords, persistent=False)
+            self.place = nn.Linear(3, d)
+            nn.init.zeros_(self.place.weight)
+            nn.init.zeros_(self.place.bias)
+        else:
+            self.place = None
 
     def _keys_values(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z [M, E, h, w] -> keys, values [M, N, D]."""
@@ -319,6 +337,14 @@ class Factorizer(nn.Module):
             self.query_offset[target] = pair[0]
             self.query_offset[source] = pair[1]
 
+    def _placed(self, slots: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """slots [.., K, D], masks [.., K, N] -> the slots with where their masks are added (`slot_positions`)."""
+        if self.place is None:
+            return slots
+        mass = masks.float().sum(dim=-1, keepdim=True)  # [.., K, 1]
+        centroid = masks.float() @ self.coords / mass.clamp_min(1.0)  # [.., K, 2]
+        return slots + self.place(torch.cat([centroid, mass.clamp_max(1.0)], dim=-1)).to(slots.dtype)
+
     def _window_mask(self, t: int, device: torch.device) -> torch.Tensor:
         """[T, T] bool: query time i may attend key time j iff i-W < j <= i (causal, windowed)."""
         i = torch.arange(t, device=device)
@@ -350,7 +376,7 @@ class Factorizer(nn.Module):
         if background is not None:
             background = background.reshape(b, t, -1)  # [B, T, N]
         cache = self._cache_from(torch.stack(history), slots[:, -1])
-        return Factored(slots, masks, cache, background, impurity.reshape(b, t, -1))
+        return Factored(self._placed(slots, masks), masks, cache, background, impurity.reshape(b, t, -1))
 
     def _cache_from(self, history: torch.Tensor, last_slots: torch.Tensor) -> FactorizerCache:
         """history [R, B, K, T, D] -> the last W-1 steps, left-padded with invalid entries."""
@@ -380,7 +406,8 @@ class Factorizer(nn.Module):
             for _ in range(self.config.iterations):
                 slots, masks, background, split = self._attend(slots, k, v, offset)
                 impurity = impurity + split / self.config.iterations
-            return Factored(slots, masks, FactorizerCache(cache.history, cache.valid, slots), background, impurity)
+            cache = FactorizerCache(cache.history, cache.valid, slots)
+            return Factored(self._placed(slots, masks), masks, cache, background, impurity)
         b = z.shape[0]
         slots = self.slot_init.expand(b, -1, -1)  # [B, K, D]
         keep = self.config.temporal_window - 1
@@ -397,7 +424,7 @@ class Factorizer(nn.Module):
             attn_mask = valid[:, None, None, :].expand(-1, slots.shape[1], 1, -1)  # [B, K, 1, W]
             slots = slots + self.temporal(query, h, attn_mask)[:, :, 0]  # [B, K, D]
         cache = FactorizerCache(torch.stack(new_history), valid[:, 1:], slots)
-        return Factored(slots, masks, cache, background, impurity)
+        return Factored(self._placed(slots, masks), masks, cache, background, impurity)
 
     def _forward_recurrent(self, z: torch.Tensor, query_offset: torch.Tensor | None) -> Factored:
         """The ablation: each timestep's slots start from the previous timestep's slots (SAVi-style)."""

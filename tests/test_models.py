@@ -110,10 +110,35 @@ def test_code_embedding_gives_every_fsq_code_its_own_vector() -> None:
         FactorizerConfig(feature_dim=3, code_levels=(5, 1, 5))
 
 
+def test_slot_positions_start_as_the_same_model_and_follow_the_mask() -> None:
+    base = Factorizer(FactorizerConfig(feature_dim=E, grid=G, n_slots=K, width=16, heads=2)).eval()
+    placed = Factorizer(replace(base.config, slot_positions=True)).eval()
+    placed.load_state_dict(base.state_dict(), strict=False)  # only the placement is new, at zeros
+    z = codes()
+    with torch.no_grad():
+        torch.testing.assert_close(placed(z).slots, base(z).slots)
+        torch.nn.init.eye_(placed.place.weight[:3])  # slot value dims 0, 1, 2 := centroid row, column, mass up to 1
+        masks = torch.zeros(1, K, G * G)
+        masks[0, 0, 0], masks[0, 1, [G - 1, 2 * G - 1]], masks[0, 2, 5] = 1.0, 1.0, 0.5  # corner; right edge, 2 cells
+        where = placed._placed(torch.zeros(1, K, 16), masks)[0, :, :3]
+    torch.testing.assert_close(where[0], torch.tensor([-1.0, -1.0, 1.0]))  # row 0, column 0, one token
+    torch.testing.assert_close(where[1], torch.tensor([-1 + 1 / (G - 1), 1.0, 1.0]))  # rows 0 and 1, last column
+    # Half a token: its coordinates (row 1, column 1 of 4: -1/3 each) faded by the mass floor of 1, and mass 0.5
+    torch.testing.assert_close(where[2], torch.tensor([-1 / 6, -1 / 6, 0.5]))
+
+
 @pytest.mark.parametrize(
-    ("temporal", "mass_floor", "sink"), [(True, 0.0, False), (False, 0.0, False), (True, 1.0, False), (True, 1.0, True)]
+    ("temporal", "mass_floor", "sink", "positions"),
+    [
+        (True, 0.0, False, False),
+        (False, 0.0, False, False),
+        (True, 1.0, False, False),
+        (True, 1.0, True, False),
+        (True, 1.0, True, True),
+        (False, 1.0, False, True),
+    ],
 )
-def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float, sink: bool) -> None:
+def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float, sink: bool, positions: bool) -> None:
     config = FactorizerConfig(
         feature_dim=E,
         grid=G,
@@ -125,10 +150,13 @@ def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float
         mass_floor=mass_floor,
         background_sink=sink,
         read_threshold=0.1 if sink else 0.0,
+        slot_positions=positions,
     )
     fac = Factorizer(config).eval()
     if sink:
         torch.nn.init.normal_(fac.sink_query)  # away from the zero start, so the sink's share differs by token
+    if positions:
+        torch.nn.init.normal_(fac.place.weight)  # away from the zero start, so where a slot is changes its value
     z = codes(t=6)
     with torch.no_grad():
         whole = fac(z)
