@@ -80,9 +80,9 @@ class FactorizerConfig:
     # to 1. A slot's value is a weighted mean of its tokens' contents, in which position is only a small learned
     # embedding, so a slot may say what its entity looks like and not where it is: at 8 agents no shipped or tried
     # model ever moved an agent one cell (every move lost one step ahead, while turns in place were right), and the
-    # inverse dynamics could not tell a move from its slots (a probe on the inferred actions found none of them;
-    # at 4 agents 78%; scripts/step_errors.py, reports/recipe-variants). With the centroid in the slot, a move is a
-    # change of the slot the inverse dynamics sees.
+    # inverse dynamics could not tell a move from its slots (a probe on the inferred actions recalled none of them; at
+    # 4 agents 68%: scripts/step_errors.py, scripts/action_probe.py, reports/recipe-variants). With the centroid in
+    # the slot, a move is a change of the slot that the inverse dynamics sees.
     slot_positions: bool = False
 
     def __post_init__(self) -> None:

@@ -1,0 +1,82 @@
+"""Do a FLAM's inferred actions tell what each agent did? For every agent and transition of the first frames of
+validation episodes, the inferred action (posterior mean) of the slot that holds the agent's cell is labelled with
+what the agent did (moved a cell, turned in place, or neither), and a small MLP probe, fitted on two thirds of them,
+predicts the label on the rest. Prints each label's recall: a kind of transition the actions do not tell apart is one
+the model cannot predict either.
+
+Reproduces reports/recipe-variants ("the 8-agent error is in the moves"):
+    .venv/bin/python scripts/action_probe.py checkpoints/multigrid-8/flam-anchored data/multigrid-8
+    .venv/bin/python scripts/action_probe.py checkpoints/multigrid-4/flam-anchored data/multigrid-4
+The data is not in the repository; make it first (seconds) with the shipped set's command:
+    .venv/bin/flam data generate --world multigrid --agents 8 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-8
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from flam.models.world_model import load_world_model
+from flam.worlds.dataset import Dataset
+
+KINDS = ("moved", "turned", "neither")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a FLAM checkpoint folder")
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--episodes", type=int, default=100, help="the split's first this many episodes")
+    parser.add_argument("--frames", type=int, default=8, help="the first this many frames of each episode")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = load_world_model(args.checkpoint, torch.device("cpu"))
+    dataset = Dataset.open(args.data)
+    episodes = dataset.split(args.split)[: args.episodes]
+    if not episodes or not dataset.has_ground_truth:
+        parser.error(f"{args.data} has no {args.split!r} episodes with ground truth")
+    frames = torch.from_numpy(dataset.frames_for(episodes))[:, : args.frames]
+    with torch.inference_mode():
+        _, inference = model.analyse(frames)
+    if inference.masks is None or inference.masks.shape[2] < 2:
+        parser.error(f"{args.checkpoint} has no slots to read actions from (a FLAM checkpoint is needed)")
+    actions = inference.actions.float().numpy()  # [B, T-1, K, A]
+    masks = inference.masks.float().numpy()  # [B, T, K, h, w]
+    cell = dataset.image_size // masks.shape[-1]
+    features, labels = [], []
+    for b, episode in enumerate(episodes):
+        truth = dataset.ground_truth(episode)
+        cells = (truth.positions // cell).astype(int)  # [T, agents, 2]
+        for t in range(args.frames - 1):
+            for agent in range(truth.n_entities):
+                row, col = cells[t, agent]
+                slot = masks[b, t, :, row, col].argmax()
+                if (cells[t, agent] != cells[t + 1, agent]).any():
+                    labels.append(0)
+                else:
+                    labels.append(1 if truth.headings[t, agent] != truth.headings[t + 1, agent] else 2)
+                features.append(actions[b, t, slot])
+    x, y = torch.tensor(np.array(features)), torch.tensor(labels)
+    order = torch.randperm(len(y))
+    fit, held_out = order[: len(y) * 2 // 3], order[len(y) * 2 // 3 :]
+    mean, std = x[fit].mean(0), x[fit].std(0) + 1e-6
+    x = (x - mean) / std
+    probe = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, len(KINDS)))
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    for _ in range(500):
+        optimizer.zero_grad()
+        F.cross_entropy(probe(x[fit]), y[fit]).backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = probe(x[held_out]).argmax(dim=1)
+    print(f"{args.checkpoint}: {len(y)} agent transitions, probe scored on {len(held_out)}")
+    for k, kind in enumerate(KINDS):
+        mine = y[held_out] == k
+        print(f"{kind}: {int(mine.sum())}, recall {(predicted[mine] == k).float().mean():.2f}")
+
+
+if __name__ == "__main__":
+    main()
