@@ -2,7 +2,8 @@
 validation episodes, the inferred action (posterior mean) of the slot that holds the agent's cell is labelled with
 what the agent did (moved a cell, turned in place, or neither), and a small MLP probe, fitted on two thirds of them,
 predicts the label on the rest. Prints each label's recall: a kind of transition the actions do not tell apart is one
-the model cannot predict either.
+the model cannot predict either. Also how far the slot's attention mask moves (its centroid, grid from -1 to 1,
+divided by max(mass, 1)) for each kind: whether the slots see the move that the actions miss.
 
 Reproduces reports/recipe-variants ("the 8-agent error is in the moves"):
     .venv/bin/python scripts/action_probe.py checkpoints/multigrid-8/flam-anchored data/multigrid-8
@@ -46,7 +47,13 @@ def main() -> None:
     actions = inference.actions.float().numpy()  # [B, T-1, K, A]
     masks = inference.masks.float().numpy()  # [B, T, K, h, w]
     cell = dataset.image_size // masks.shape[-1]
-    features, labels = [], []
+    axis = np.linspace(-1, 1, masks.shape[-1])
+    coords = np.stack(np.meshgrid(axis, axis, indexing="ij"))  # [2, h, w] (row, column)
+
+    def centroid(mask: np.ndarray) -> np.ndarray:
+        return (mask * coords).sum(axis=(1, 2)) / max(mask.sum(), 1.0)
+
+    features, labels, shifts = [], [], []
     for b, episode in enumerate(episodes):
         truth = dataset.ground_truth(episode)
         cells = (truth.positions // cell).astype(int)  # [T, agents, 2]
@@ -59,6 +66,7 @@ def main() -> None:
                 else:
                     labels.append(1 if truth.headings[t, agent] != truth.headings[t + 1, agent] else 2)
                 features.append(actions[b, t, slot])
+                shifts.append(np.abs(centroid(masks[b, t + 1, slot]) - centroid(masks[b, t, slot])).sum())
     x, y = torch.tensor(np.array(features)), torch.tensor(labels)
     order = torch.randperm(len(y))
     fit, held_out = order[: len(y) * 2 // 3], order[len(y) * 2 // 3 :]
@@ -75,7 +83,8 @@ def main() -> None:
     print(f"{args.checkpoint}: {len(y)} agent transitions, probe scored on {len(held_out)}")
     for k, kind in enumerate(KINDS):
         mine = y[held_out] == k
-        print(f"{kind}: {int(mine.sum())}, recall {(predicted[mine] == k).float().mean():.2f}")
+        shift = np.array(shifts)[(y == k).numpy()].mean()
+        print(f"{kind}: {int(mine.sum())}, recall {(predicted[mine] == k).float().mean():.2f}; mask shift {shift:.3f}")
 
 
 if __name__ == "__main__":
