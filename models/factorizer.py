@@ -82,7 +82,9 @@ class FactorizerConfig:
     # model ever moved an agent one cell (every move lost one step ahead, while turns in place were right), and the
     # inverse dynamics could not tell a move from its slots (a probe on the inferred actions recalled none of them; at
     # 4 agents 68%: scripts/step_errors.py, scripts/action_probe.py, reports/recipe-variants). With the centroid in
-    # the slot, a move is a change of the slot that the inverse dynamics sees.
+    # the slot, a move is a change of the slot that the inverse dynamics sees. Tried at 8 agents as fine-tuning and
+    # from scratch (with the background sink: the shipped model's final validation error at half its steps), the
+    # actions still carried no move, so nothing shipped uses it (reports/recipe-variants).
     slot_positions: bool = False
 
     def __post_init__(self) -> None:
