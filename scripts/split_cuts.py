@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flam.models.checkpoint import CheckpointError
 from flam.models.factorizer import entity_halves, kmeans
 from flam.models.registry import load_model
 from flam.models.train import draw_clips, encode_dataset
@@ -36,7 +37,10 @@ def main() -> None:
     parser.add_argument("--split", default="val", help="the episodes the clips come from (the first 64)")
     parser.add_argument("--clips", type=int, default=64, help="clips of 6 frames")
     args = parser.parse_args()
-    model, header = load_model(args.checkpoint, ("flam",))
+    try:
+        model, header = load_model(args.checkpoint, ("flam",))
+    except CheckpointError as error:
+        parser.error(str(error))
     model.eval()
     tokenizer, _ = load_model((args.checkpoint / header["tokenizer"]["path"]).resolve(), ("tokenizer",))
     dataset = Dataset.open(args.data)
