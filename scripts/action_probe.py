@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from flam.models.world_model import load_world_model
 from flam.worlds.dataset import Dataset
-
-KINDS = ("moved", "turned", "neither")
+from flam.worlds.episode import TRANSITION_KINDS
 
 
 def main() -> None:
@@ -57,14 +56,12 @@ def main() -> None:
     for b, episode in enumerate(episodes):
         truth = dataset.ground_truth(episode)
         cells = (truth.positions // cell).astype(int)  # [T, agents, 2]
+        kinds = truth.transitions(cell)  # [T-1, agents]
         for t in range(args.frames - 1):
             for agent in range(truth.n_entities):
                 row, col = cells[t, agent]
                 slot = masks[b, t, :, row, col].argmax()
-                if (cells[t, agent] != cells[t + 1, agent]).any():
-                    labels.append(0)
-                else:
-                    labels.append(1 if truth.headings[t, agent] != truth.headings[t + 1, agent] else 2)
+                labels.append(int(kinds[t, agent]))
                 features.append(actions[b, t, slot])
                 shifts.append(np.abs(centroid(masks[b, t + 1, slot]) - centroid(masks[b, t, slot])).sum())
     x, y = torch.tensor(np.array(features)), torch.tensor(labels)
@@ -72,7 +69,8 @@ def main() -> None:
     fit, held_out = order[: len(y) * 2 // 3], order[len(y) * 2 // 3 :]
     mean, std = x[fit].mean(0), x[fit].std(0) + 1e-6
     x = (x - mean) / std
-    probe = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, len(KINDS)))
+    hidden = torch.nn.Linear(x.shape[1], 64)
+    probe = torch.nn.Sequential(hidden, torch.nn.ReLU(), torch.nn.Linear(64, len(TRANSITION_KINDS)))
     optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
     for _ in range(500):
         optimizer.zero_grad()
@@ -81,7 +79,7 @@ def main() -> None:
     with torch.no_grad():
         predicted = probe(x[held_out]).argmax(dim=1)
     print(f"{args.checkpoint}: {len(y)} agent transitions, probe scored on {len(held_out)}")
-    for k, kind in enumerate(KINDS):
+    for k, kind in enumerate(TRANSITION_KINDS):
         mine = y[held_out] == k
         shift = np.array(shifts)[(y == k).numpy()].mean()
         print(f"{kind}: {int(mine.sum())}, recall {(predicted[mine] == k).float().mean():.2f}; mask shift {shift:.3f}")

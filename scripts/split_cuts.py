@@ -25,8 +25,7 @@ from flam.models.factorizer import entity_halves, kmeans
 from flam.models.registry import load_model
 from flam.models.train import draw_clips, encode_dataset
 from flam.worlds.dataset import Dataset
-
-HEADINGS = ("right", "down", "left", "up")
+from flam.worlds.episode import HEADING_NAMES
 
 
 def main() -> None:
@@ -76,7 +75,7 @@ def main() -> None:
             whole += int(max(mine.sum(), len(mine) - mine.sum()))
             total += len(mine)
             per_heading = " ".join(
-                f"{HEADINGS[h]} {side[(agents == a) & (headings == h)].float().mean():.2f}"
+                f"{HEADING_NAMES[h]} {side[(agents == a) & (headings == h)].float().mean():.2f}"
                 for h in range(4)
                 if ((agents == a) & (headings == h)).sum() >= 3
             )

@@ -22,8 +22,7 @@ import torch
 from flam.models.rollout import rollout
 from flam.models.world_model import load_world_model
 from flam.worlds.dataset import Dataset
-
-KINDS = ("moved", "turned", "neither")
+from flam.worlds.episode import TRANSITION_KINDS
 
 
 def main() -> None:
@@ -46,9 +45,9 @@ def main() -> None:
     if not all(0 <= t < dataset.frames_per_episode - 1 for t in args.start):
         parser.error(f"--start frames must be in 0..{dataset.frames_per_episode - 2}")
     cell = dataset.image_size // dataset.manifest.get("probe_grid", 8)
-    by_kind: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    by_kind: dict[str, list[float]] = {kind: [] for kind in TRANSITION_KINDS}
     moved_by_agent: dict[int, list[float]] = {}
-    kind_squared = {kind: 0.0 for kind in KINDS}
+    kind_squared = {kind: 0.0 for kind in TRANSITION_KINDS}
     untouched_errors, untouched_squared, total = [], 0.0, 0.0
     all_frames = torch.from_numpy(dataset.frames_for(episodes))  # uint8 [B, T, H, W, 3]
     for t in args.start:
@@ -64,12 +63,9 @@ def main() -> None:
         for b, episode in enumerate(episodes):
             truth = dataset.ground_truth(episode)
             before, after = (truth.positions[t : t + 2] // cell).astype(int)  # [agents, 2] each
-            headings = truth.headings[t : t + 2]
+            kinds = truth.transitions(cell)[t]  # [agents]
             for agent in range(truth.n_entities):
-                if (before[agent] != after[agent]).any():
-                    kind = "moved"
-                else:
-                    kind = "turned" if headings[0, agent] != headings[1, agent] else "neither"
+                kind = TRANSITION_KINDS[kinds[agent]]
                 cells = {tuple(before[agent]), tuple(after[agent])}
                 agent_error = float(np.mean([per_cell[b, r, c] for r, c in cells]))
                 by_kind[kind].append(agent_error)
@@ -83,7 +79,7 @@ def main() -> None:
         untouched_squared += squared[~touched].sum()
         total += squared.sum()
     print(f"{args.checkpoint}: {len(episodes)} {args.split!r} episodes, frames {args.start} -> the next")
-    for kind in KINDS:
+    for kind in TRANSITION_KINDS:
         errors = np.array(by_kind[kind])
         print(
             f"agents that {kind}: {len(errors)}, mean error {errors.mean():.1f}, lost (> {args.threshold:g}) "

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from flam.worlds.dataset import Dataset, DatasetError, WriteConfig, split_episodes, write_dataset
-from flam.worlds.episode import Episode
+from flam.worlds.episode import TRANSITION_KINDS, Episode, GroundTruth
 from flam.worlds.registry import generate_episodes, make_world, manifest_fields
 
 SMALL = WriteConfig(episodes_per_shard=5)
@@ -204,3 +204,14 @@ def test_corrupt_ground_truth_is_reported_when_read(tmp_path: Path, dataset_dir:
     assert ds.ground_truth(0) is not None
     with pytest.raises(DatasetError, match=r"truth-00001\.npz: unreadable"):
         ds.ground_truth(6)
+
+
+def test_ground_truth_transitions_tell_moves_from_turns() -> None:
+    # Three frames of two entities on 8-pixel cells: entity 0 moves a cell (within-cell jitter is no move) then turns;
+    # entity 1 stays put, then moves with a new heading (a move wins over the turn).
+    positions = np.array([[[4, 4], [20, 20]], [[4, 12], [21, 19]], [[5, 13], [28, 20]]], dtype=np.float32)
+    headings = np.array([[0, 1], [0, 1], [1, 2]], dtype=np.int8)
+    empty_map = np.zeros((3, 8, 8), np.uint8)
+    truth = GroundTruth(np.zeros((2, 2), np.int16), positions, headings, empty_map)
+    kinds = [[TRANSITION_KINDS[k] for k in row] for row in truth.transitions(cell=8)]
+    assert kinds == [["moved", "neither"], ["turned", "moved"]]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 HEADING_NAMES = ("right", "down", "left", "up")  # heading codes 0..3; -1 where an entity has no heading
+TRANSITION_KINDS = ("moved", "turned", "neither")  # GroundTruth.transitions codes 0..2
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,14 @@ class GroundTruth:
     def n_entities(self) -> int:
         """Number of entities N."""
         return int(self.positions.shape[1])
+
+    def transitions(self, cell: int) -> np.ndarray:
+        """What each entity did between frames t and t+1 on a grid of `cell`-pixel cells, int8 [T-1, N]:
+        TRANSITION_KINDS index (0 moved to another cell, 1 turned in place, 2 neither: stayed or was blocked)."""
+        cells = (self.positions // cell).astype(int)  # [T, N, 2]
+        moved = (cells[1:] != cells[:-1]).any(axis=-1)
+        turned = self.headings[1:] != self.headings[:-1]
+        return np.where(moved, 0, np.where(turned, 1, 2)).astype(np.int8)
 
     def check(self, frames_shape: tuple[int, ...]) -> None:
         """Raise ValueError unless every array has the dtype and shape that matches frames [T,H,W,3]."""
