@@ -272,6 +272,28 @@ def test_anchored_claims_stay_within_one_cell_of_the_slots_mask() -> None:
     assert torch.equal(wins, near)
 
 
+def test_aggregator_neighbourhood_starts_as_the_same_model_and_sees_the_cells_around() -> None:
+    base = FLAM(flam_config(aggregator="anchored")).eval()
+    near = FLAM(flam_config(aggregator="anchored", aggregator_neighbourhood=True)).eval()
+    near.load_state_dict(base.state_dict(), strict=False)  # only the neighbourhood projection is new, at zeros
+    z, next_slots, masks = codes()[:, 0], torch.randn(2, K, 16), slot_masks()
+    with torch.no_grad():
+        torch.testing.assert_close(near.aggregator(z, next_slots, masks), base.aggregator(z, next_slots, masks))
+    one = torch.zeros(1, K, G * G)
+    one[0, 0, G + 1] = 1.0  # slot 0 holds the cell at row 1, column 1
+    around = near.aggregator.around(one)[0, 0].reshape(G, G, 9)  # [row, column, neighbour]
+    assert around[1, 2, 3] == 1.0  # the cell to its right sees it as its left neighbour (index 3 = middle row, left)
+    assert around[2, 1, 1] == 1.0  # the cell below sees it above (index 1)
+    assert around[1, 1, 4] == 1.0  # the cell itself in the middle (index 4)
+    assert around.sum() == 9  # and nine cells see it once each; off-grid neighbours are zeros
+    with torch.no_grad():
+        torch.nn.init.normal_(near.aggregator.neighbourhood.weight)
+        shifted = torch.roll(masks.reshape(2, K, G, G), 1, dims=-1).flatten(2)  # every mask one cell to the right
+        assert not torch.allclose(near.aggregator(z, next_slots, shifted), near.aggregator(z, next_slots, masks))
+    with pytest.raises(ValueError, match="aggregator=mixture or anchored"):
+        flam_config(aggregator_neighbourhood=True)
+
+
 def test_slot_capacity_charges_only_the_rate_above_the_cap() -> None:
     z = codes()
     losses = {}
