@@ -310,6 +310,30 @@ def test_slot_capacity_charges_only_the_rate_above_the_cap() -> None:
     torch.testing.assert_close(losses[1e-3].loss, torch.as_tensor(expected, dtype=base.loss.dtype))
 
 
+def test_change_weight_weighs_the_tokens_that_change() -> None:
+    model = FLAM(flam_config(change_weight=3.0)).eval()
+    current = torch.zeros(1, E, G, G)
+    target = current.clone()
+    target[0, :, 1, 2] = 1.0  # one token of G * G changes
+    squared = torch.zeros(1, E, G, G)
+    squared[0, 0, 1, 2] = 1.0  # all the error on the changed token ...
+    weights = 1 + 3.0 * (torch.arange(G * G) == G + 2).float()
+    torch.testing.assert_close(model._weighted(squared, current, target), 4.0 / E / weights.sum())
+    squared = torch.zeros(1, E, G, G)
+    squared[0, 0, 0, 0] = 1.0  # ... or all on one that does not
+    torch.testing.assert_close(model._weighted(squared, current, target), 1.0 / E / weights.sum())
+    torch.testing.assert_close(model._weighted(squared, current, current), squared.mean())  # nothing changes
+    z = codes()
+    with torch.no_grad():
+        plain = FLAM(flam_config()).eval()
+        plain.load_state_dict(model.state_dict())  # the same weights, the paper's loss
+        result, base = model(z), plain(z)
+    assert result.logs["mse"] == base.logs["mse"]  # the logged error stays the plain mean
+    assert result.loss != base.loss
+    with pytest.raises(ValueError, match="change_weight"):
+        flam_config(change_weight=-1.0)
+
+
 def test_background_cost_charges_the_mean_nats_a_token_keeps_out_of_the_sink() -> None:
     sink = replace(flam_config().factorizer, background_sink=True)
     z = codes()
