@@ -19,7 +19,7 @@ from torch import nn
 
 from flam.models.factorizer import Factorizer, FactorizerConfig
 from flam.models.lam import Inference, LAMState, action_slot_indices
-from flam.models.layers import MLP, Block, GaussianHead, gaussian_kl, reparameterize
+from flam.models.layers import MLP, Block, GaussianHead, change_weighted_mse, gaussian_kl, reparameterize
 from flam.models.outputs import Loss
 
 Coupling = Literal["factored", "global"]
@@ -347,7 +347,8 @@ class FLAM(nn.Module):
         mse = squared.mean()
         rates = gaussian_kl(mean.float(), logvar.float()).mean(0)  # [K]: each slot's mean KL over transitions
         kl = rates.sum()  # sum over slots
-        loss = self._weighted(squared, z[:, :-1].flatten(0, 1).float(), target) + self.config.beta * kl
+        prediction = change_weighted_mse(squared, z[:, :-1].flatten(0, 1).float(), target, self.config.change_weight)
+        loss = prediction + self.config.beta * kl
         if self.config.slot_capacity > 0:
             loss = loss + self.config.capacity_weight * (rates - self.config.slot_capacity).clamp_min(0).sum()
         logs = {"mse": mse.item(), "kl": kl.item()}
@@ -370,15 +371,6 @@ class FLAM(nn.Module):
             self.split_stats += torch.stack([rates.detach(), masks.detach().float().sum(dim=-1).mean(dim=(0, 1))])
             self.split_steps += 1
         return Loss(loss, logs, z_next.detach().unflatten(0, (z.shape[0], -1)))
-
-    def _weighted(self, squared: torch.Tensor, current: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The prediction loss: squared errors [M, E, h, w] averaged with the tokens that change from `current` to
-        `target` weighing 1 + change_weight (the plain mean when it is 0)."""
-        if self.config.change_weight == 0:
-            return squared.mean()
-        changed = (current != target).any(dim=1, keepdim=True).float()  # [M, 1, h, w]
-        weight = 1.0 + self.config.change_weight * changed
-        return (weight * squared).mean() / weight.mean()
 
     @property
     def scheduled_costs(self) -> bool:

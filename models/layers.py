@@ -82,6 +82,19 @@ class GaussianHead(nn.Module):
         return self.mean(h), self.logvar(h).clamp(-10.0, 6.0)
 
 
+def change_weighted_mse(
+    squared: torch.Tensor, current: torch.Tensor, target: torch.Tensor, change_weight: float
+) -> torch.Tensor:
+    """Squared errors [M, E, h, w] averaged with the tokens that change from `current` to `target` weighing
+    1 + change_weight, normalised by the mean weight (the plain mean when change_weight is 0). Why: the models'
+    `change_weight` option."""
+    if change_weight == 0:
+        return squared.mean()
+    changed = (current != target).any(dim=1, keepdim=True).float()  # [M, 1, h, w]
+    weight = 1.0 + change_weight * changed
+    return (weight * squared).mean() / weight.mean()
+
+
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, I)) summed over the last axis: [..., A] -> [...]."""
     return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1)

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from flam.models.lam import Inference, LAMState
-from flam.models.layers import Block, GaussianHead, gaussian_kl, reparameterize
+from flam.models.layers import Block, GaussianHead, change_weighted_mse, gaussian_kl, reparameterize
 from flam.models.outputs import Loss
 
 
@@ -27,6 +26,11 @@ class MonolithicConfig:
     idm_layers: int = 3  # layer counts chosen so the parameter count is within 20% of FLAM's default
     fdm_layers: int = 5
     beta: float = 2e-4
+    change_weight: float = 0.0  # as FLAMConfig.change_weight: changed tokens weigh 1 + this in the loss; 0 = off
+
+    def __post_init__(self) -> None:
+        if self.change_weight < 0:
+            raise ValueError("change_weight must be >= 0")
 
 
 class Monolithic(nn.Module):
@@ -85,9 +89,11 @@ class Monolithic(nn.Module):
         mean, logvar = self._posterior(current, upcoming)
         actions = reparameterize(mean, logvar) if self.training else mean
         z_next = self._next(current, actions)
-        mse = F.mse_loss(z_next.float(), upcoming.float())
+        squared = (z_next.float() - upcoming.float()) ** 2
+        mse = squared.mean()
         kl = gaussian_kl(mean.float(), logvar.float()).sum(-1).mean()
-        loss = mse + self.config.beta * kl
+        prediction = change_weighted_mse(squared, current.float(), upcoming.float(), self.config.change_weight)
+        loss = prediction + self.config.beta * kl
         return Loss(loss, {"mse": mse.item(), "kl": kl.item()}, z_next.detach().unflatten(0, (z.shape[0], -1)))
 
     def infer(self, z: torch.Tensor) -> Inference:

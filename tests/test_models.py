@@ -11,6 +11,7 @@ import torch
 from flam.models.factorizer import Factorizer, FactorizerConfig, entity_halves, kmeans, token_weights
 from flam.models.flam import FLAM, FLAMConfig
 from flam.models.lam import Inference
+from flam.models.layers import change_weighted_mse
 from flam.models.monolithic import Monolithic, MonolithicConfig
 from flam.models.tokenizer import FSQ, Tokenizer, TokenizerConfig
 
@@ -311,27 +312,28 @@ def test_slot_capacity_charges_only_the_rate_above_the_cap() -> None:
 
 
 def test_change_weight_weighs_the_tokens_that_change() -> None:
-    model = FLAM(flam_config(change_weight=3.0)).eval()
     current = torch.zeros(1, E, G, G)
     target = current.clone()
     target[0, :, 1, 2] = 1.0  # one token of G * G changes
     squared = torch.zeros(1, E, G, G)
     squared[0, 0, 1, 2] = 1.0  # all the error on the changed token ...
     weights = 1 + 3.0 * (torch.arange(G * G) == G + 2).float()
-    torch.testing.assert_close(model._weighted(squared, current, target), 4.0 / E / weights.sum())
+    torch.testing.assert_close(change_weighted_mse(squared, current, target, 3.0), 4.0 / E / weights.sum())
     squared = torch.zeros(1, E, G, G)
     squared[0, 0, 0, 0] = 1.0  # ... or all on one that does not
-    torch.testing.assert_close(model._weighted(squared, current, target), 1.0 / E / weights.sum())
-    torch.testing.assert_close(model._weighted(squared, current, current), squared.mean())  # nothing changes
-    z = codes()
-    with torch.no_grad():
-        plain = FLAM(flam_config()).eval()
-        plain.load_state_dict(model.state_dict())  # the same weights, the paper's loss
-        result, base = model(z), plain(z)
-    assert result.logs["mse"] == base.logs["mse"]  # the logged error stays the plain mean
-    assert result.loss != base.loss
-    with pytest.raises(ValueError, match="change_weight"):
-        flam_config(change_weight=-1.0)
+    torch.testing.assert_close(change_weighted_mse(squared, current, target, 3.0), 1.0 / E / weights.sum())
+    torch.testing.assert_close(change_weighted_mse(squared, current, current, 3.0), squared.mean())  # nothing changes
+    mono = MonolithicConfig(feature_dim=E, grid=G, width=16, heads=2, action_dim=12)
+    for make, config in ((FLAM, flam_config()), (Monolithic, mono)):
+        plain = make(config).eval()
+        weighted = make(replace(config, change_weight=3.0)).eval()
+        weighted.load_state_dict(plain.state_dict())  # the same weights
+        with torch.no_grad():
+            result, base = weighted(codes()), plain(codes())
+        assert result.logs["mse"] == base.logs["mse"]  # the logged error stays the plain mean
+        assert result.loss != base.loss
+        with pytest.raises(ValueError, match="change_weight"):
+            replace(config, change_weight=-1.0)
 
 
 def test_background_cost_charges_the_mean_nats_a_token_keeps_out_of_the_sink() -> None:
