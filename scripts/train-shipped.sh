@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains one shipped model set from nothing: data, tokenizer, FLAM (three aggregators), monolithic, sample episodes.
 # Usage: scripts/train-shipped.sh AGENTS [DATA_ROOT]   e.g. scripts/train-shipped.sh 4  -> checkpoints/multigrid-4/
-# SEED=N (default 0) seeds the 4-agent fine-tuning base, the one stage whose binding depends on the run (below).
+# SEED=N (default 0) seeds the fine-tuning bases; the 4-agent one's binding depends on the run (below).
 # Each stage resumes if its checkpoint folder exists, so an interrupted run continues where it stopped.
 # Intermediate checkpoints that are not shipped go to RUNS (default runs/, ignored by git).
 set -euo pipefail
@@ -30,11 +30,19 @@ $flam train tokenizer --data "$data" --out "$set_dir/tokenizer" $(resume_flag "$
 # At 4 agents those 6,000 steps are a base that is then fine-tuned for 1,500 steps with an impurity cost (each token
 # to one competitor, in every attention iteration), which empties the spare slots' first-iteration reads of the
 # agents' cells: DCI completeness 0.83 -> 1.00 on validation. From step 0 the same cost kept the slots from binding.
+# At 8 agents no model moved an agent a cell (every move lost one step ahead, most of the error), so both the 8-agent
+# flam-anchored and the monolithic baseline are fine-tuned after their base (reports/recipe-variants, "8 agents: a
+# loss weight on the cells that change"): FLAM first gets the neighbourhood input to its aggregator and its slots'
+# places (1,500 steps), then both get 1,500 steps with changed tokens weighing 11 times (change_weight=10: the faint
+# guess of a rare move becomes strong enough to teach the inverse dynamics to tell it) and 1,500 steps of the plain
+# loss again. The same two loss stages for the baseline, so the comparison is not one of losses.
 anchored=(--arch flam --set aggregator=anchored --set factorizer.mass_floor=1 --steps 6000)
 if [ "$agents" = 4 ]; then
   anchored+=(--set factorizer.background_sink=true --set factorizer.read_threshold=0.1
     --set background_cost=0.0003 --set background_warmup=1500)
 fi
+train() { local out=$1; shift; $flam train lam "$@" --tokenizer "$set_dir/tokenizer" --data "$data" --out "$out" $(resume_flag "$out"); }
+finetune() { local arch=$1 from=$2 out=$3; shift 3; train "$out" --arch "$arch" --init "$from" --steps 1500 "$@"; }
 for model in flam flam-mixture flam-anchored monolithic; do
   case $model in
     flam-mixture) options=(--arch flam --set aggregator=mixture) ;;
@@ -42,28 +50,34 @@ for model in flam flam-mixture flam-anchored monolithic; do
     *) options=(--arch "$model") ;;
   esac
   out=$set_dir/$model
-  if [ "$model" = flam-anchored ] && [ "$agents" = 4 ]; then
-    # A shipped fine-tuned model without its base here was trained elsewhere: keep it as it is.
-    [ -f "$out/config.json" ] && [ ! -d "$runs_dir/flam-anchored-base" ] && continue
-    out=$runs_dir/flam-anchored-base
-  fi
-  if [ "$out" = "$runs_dir/flam-anchored-base" ]; then
-    $flam train lam "${options[@]}" --seed "${SEED:-0}" --tokenizer "$set_dir/tokenizer" --data "$data" --out "$out" \
-      $(resume_flag "$out")
-    # The fine-tune empties spare slots' reads; it cannot give a grouped agent a slot of its own. So a base whose
-    # last validation did not bind every agent stops the rebuild here rather than ship a model that moves two agents
-    # with one slot (1 of 3 runs of this recipe bound all four: reports/recipe-variants).
-    binding=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["history"][-1]["binding"])' \
-      "$out/training.json")
-    if awk -v b="$binding" 'BEGIN { exit !(b < 1) }'; then
-      echo "error: $out binds only a share of $binding of the agents to slots of their own at its last validation" \
-        "(need 1.0); train another base: rm -r $out && SEED=1 $0 $agents $data_root" >&2
-      exit 1
-    fi
-    $flam train lam --arch flam --init "$out" --set impurity_cost=0.001 --steps 1500 --lr 0.0003 \
-      --tokenizer "$set_dir/tokenizer" --data "$data" --out "$set_dir/$model" $(resume_flag "$set_dir/$model")
-  else
-    $flam train lam "${options[@]}" --tokenizer "$set_dir/tokenizer" --data "$data" --out "$out" $(resume_flag "$out")
-  fi
+  base=$runs_dir/$model-base
+  case $agents/$model in
+    4/flam-anchored | 8/flam-anchored | 8/monolithic) ;;
+    *) train "$out" "${options[@]}"; continue ;;
+  esac
+  # A shipped fine-tuned model without its base here was trained elsewhere: keep it as it is.
+  [ -f "$out/config.json" ] && [ ! -d "$base" ] && continue
+  train "$base" "${options[@]}" --seed "${SEED:-0}"
+  case $agents/$model in
+    4/flam-anchored)
+      # The fine-tune empties spare slots' reads; it cannot give a grouped agent a slot of its own. So a base whose
+      # last validation did not bind every agent stops the rebuild here rather than ship a model that moves two
+      # agents with one slot (1 of 3 runs of this recipe bound all four: reports/recipe-variants).
+      binding=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["history"][-1]["binding"])' \
+        "$base/training.json")
+      if awk -v b="$binding" 'BEGIN { exit !(b < 1) }'; then
+        echo "error: $base binds only a share of $binding of the agents to slots of their own at its last validation" \
+          "(need 1.0); train another base: rm -r $base && SEED=1 $0 $agents $data_root" >&2
+        exit 1
+      fi
+      finetune flam "$base" "$out" --set impurity_cost=0.001 --lr 0.0003 ;;
+    8/flam-anchored)
+      finetune flam "$base" "$runs_dir/$model-near" --set aggregator_neighbourhood=true --set factorizer.slot_positions=true
+      finetune flam "$runs_dir/$model-near" "$runs_dir/$model-change" --set change_weight=10
+      finetune flam "$runs_dir/$model-change" "$out" --set change_weight=0 ;;
+    8/monolithic)
+      finetune monolithic "$base" "$runs_dir/$model-change" --set change_weight=10
+      finetune monolithic "$runs_dir/$model-change" "$out" --set change_weight=0 ;;
+  esac
 done
 $flam data subset "$data" --split test --count 8 --out "$set_dir/episodes" --overwrite
