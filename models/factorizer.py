@@ -84,7 +84,8 @@ class FactorizerConfig:
     # 4 agents 68%: scripts/step_errors.py, scripts/action_probe.py, reports/recipe-variants). With the centroid in
     # the slot, a move is a change of the slot that the inverse dynamics sees. Tried at 8 agents as fine-tuning and
     # from scratch (with the background sink: the shipped model's final validation error at half its steps), the
-    # actions still carried no move, so nothing shipped uses it (reports/recipe-variants).
+    # actions still carried no move on their own; with the aggregator's neighbourhood and a loss weight on changed
+    # cells (FLAMConfig) the shipped 8-agent flam-anchored moves agents, and uses it (reports/recipe-variants).
     slot_positions: bool = False
 
     def __post_init__(self) -> None:

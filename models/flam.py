@@ -42,7 +42,8 @@ class FLAMConfig:
     # must read from the vector where the entity is, in absolute terms, and compare that with its own position: at
     # 8 agents no model ever drew a move (every move lost one step ahead, 69-89% of FLAM's one-step error), while
     # turns in place were right. With the neighbourhood, "my left neighbour is this slot's and the slot moves
-    # right" is one local rule, the same on every cell.
+    # right" is one local rule, the same on every cell. Alone, as fine-tuning, it moved no agent; with change_weight
+    # it did (the shipped 8-agent flam-anchored, reports/recipe-variants).
     aggregator_neighbourhood: bool = False
     # Tokens that change from t to t+1 weigh 1 + change_weight in the prediction loss (normalised by the mean weight,
     # so the loss keeps its scale next to the KL term). A move is rare (7% of agents' transitions at 8 agents) and at
