@@ -12,37 +12,23 @@ The data is not in the repository; make it first (seconds) with the shipped set'
     .venv/bin/flam data generate --world multigrid --agents 8 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-8
 """
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+from analysis_inputs import analysis_parser, open_inputs
 
-from flam.models.world_model import load_world_model
-from flam.worlds.dataset import Dataset
 from flam.worlds.episode import TRANSITION_KINDS
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a FLAM checkpoint folder")
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--episodes", type=int, default=100, help="the split's first this many episodes")
+    parser = analysis_parser(__doc__, episodes=100, checkpoint="a FLAM checkpoint")
     parser.add_argument("--frames", type=int, default=8, help="the first this many frames of each episode")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = load_world_model(args.checkpoint, torch.device("cpu"))
-    dataset = Dataset.open(args.data)
-    episodes = dataset.split(args.split)[: args.episodes]
-    if not episodes or not dataset.has_ground_truth:
-        parser.error(f"{args.data} has no {args.split!r} episodes with ground truth")
+    model, dataset, episodes = open_inputs(parser, args, slots=True)
     frames = torch.from_numpy(dataset.frames_for(episodes))[:, : args.frames]
     with torch.inference_mode():
         _, inference = model.analyse(frames)
-    if inference.masks is None or inference.masks.shape[2] < 2:
-        parser.error(f"{args.checkpoint} has no slots to read actions from (a FLAM checkpoint is needed)")
     actions = inference.actions.float().numpy()  # [B, T-1, K, A]
     masks = inference.masks.float().numpy()  # [B, T, K, h, w]
     cell = dataset.image_size // masks.shape[-1]

@@ -8,34 +8,23 @@ The data is not in the repository; make it first (seconds) with the shipped set'
     .venv/bin/flam data generate --world multigrid --agents 8 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-8
 """
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
+from analysis_inputs import analysis_parser, open_inputs
 
 from flam.models.train import token_masks
-from flam.models.world_model import load_world_model
-from flam.worlds.dataset import Dataset
 
 COVERED = 0.2  # a token belongs to an agent when the agent covers at least this share of its pixels (a triangle ~0.4)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a FLAM checkpoint folder")
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--episodes", type=int, default=20, help="the first N episodes of the split")
+    parser = analysis_parser(__doc__, episodes=20, checkpoint="a FLAM checkpoint")
     args = parser.parse_args()
-    model = load_world_model(args.checkpoint, torch.device("cpu"))
-    factorizer = getattr(model.lam, "factorizer", None)
-    if factorizer is None:
-        parser.error(f"{args.checkpoint} is not a FLAM checkpoint (it has no slot attention)")
-    dataset = Dataset.open(args.data)
+    model, dataset, episodes = open_inputs(parser, args, slots=True)
+    factorizer = model.lam.factorizer
     grid = model.tokenizer.config.grid
     codes, owners = [], []
-    for episode in dataset.split(args.split)[: args.episodes]:
+    for episode in episodes:
         z = model.encode(torch.from_numpy(np.asarray(dataset.frames(episode)))[None])[0]  # [T, E, h, w]
         codes.append(z.flatten(2).transpose(1, 2).flatten(0, 1))  # [T*N, E]
         shares = token_masks(dataset.ground_truth(episode).entity_map, grid, dataset.n_entities)  # [T, A, h, w]

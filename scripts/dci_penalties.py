@@ -8,16 +8,12 @@ The data is not in the repository; make it first (seconds) with the shipped set'
     .venv/bin/flam data generate --world multigrid --agents 4 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-4
 """
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
+from analysis_inputs import analysis_parser, open_inputs
 
 from flam.models.evaluation.protocol import dci_inputs
 from flam.models.metrics.dci import DCIResult, ProbeConfig, dci, dci_from_importance
-from flam.models.world_model import load_world_model
-from flam.worlds.dataset import Dataset
 
 
 def show(label: str, result: DCIResult) -> None:
@@ -30,15 +26,10 @@ def show(label: str, result: DCIResult) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--split", default="val")
+    parser = analysis_parser(__doc__, episodes=100, checkpoint="a FLAM checkpoint")
     parser.add_argument("--fixed-l2", type=float, default=1e-3, help="the penalty every probe used before")
     args = parser.parse_args()
-    model = load_world_model(args.checkpoint, torch.device("cpu"))
-    dataset = Dataset.open(args.data)
-    episodes = dataset.split(args.split)
+    model, dataset, episodes = open_inputs(parser, args, slots=True)
     slots = []
     with torch.inference_mode():
         for first in range(0, len(episodes), 16):

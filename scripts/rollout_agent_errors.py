@@ -9,30 +9,20 @@ The data is not in the repository; make it first (seconds) with the shipped set'
     .venv/bin/flam data generate --world multigrid --agents 4 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-4
 """
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
+from analysis_inputs import analysis_parser, open_inputs
 
 from flam.models.rollout import rollout
-from flam.models.world_model import load_world_model
-from flam.worlds.dataset import Dataset
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--episodes", type=int, default=32, help="the split's first this many episodes")
+    parser = analysis_parser(__doc__, split="test", episodes=32, checkpoint="a FLAM checkpoint")
     parser.add_argument("--horizon", type=int, default=10)
     # An agent missing from its cell scores ~33-35 (its glyph covers part of the 8x8 cell), one drawn in place 4-9.
     parser.add_argument("--threshold", type=float, default=20.0, help="error (0..255) that counts as lost")
     args = parser.parse_args()
-    model = load_world_model(args.checkpoint, torch.device("cpu"))
-    dataset = Dataset.open(args.data)
-    episodes = dataset.split(args.split)[: args.episodes]
+    model, dataset, episodes = open_inputs(parser, args, slots=True)
     frames = torch.from_numpy(dataset.frames_for(episodes))  # uint8 [B, T, H, W, 3]
     with torch.inference_mode():
         z, inference = model.analyse(frames)

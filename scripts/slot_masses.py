@@ -8,27 +8,17 @@ The data is not in the repository; make it first (seconds) with the shipped set'
     .venv/bin/flam data generate --world multigrid --agents 4 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-4
 """
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
-
-from flam.models.world_model import load_world_model
-from flam.worlds.dataset import Dataset
+from analysis_inputs import analysis_parser, open_inputs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--episodes", type=int, default=16, help="the first N episodes of the split")
+    parser = analysis_parser(__doc__, episodes=16, checkpoint="a FLAM checkpoint")
     args = parser.parse_args()
-    model = load_world_model(args.checkpoint, torch.device("cpu"))
-    dataset = Dataset.open(args.data)
+    model, dataset, episodes = open_inputs(parser, args, slots=True)
     masses, cell_shares = [], []
-    for episode in dataset.split(args.split)[: args.episodes]:
+    for episode in episodes:
         frames = torch.from_numpy(np.asarray(dataset.frames(episode)))[None]  # [1, T, H, W, 3]
         _, inference = model.analyse(frames)
         masks = inference.masks[0].float().numpy()  # [T, K, h, w]

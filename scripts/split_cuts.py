@@ -14,41 +14,25 @@ The data is not in the repository; make it first (seconds) with the shipped set'
     .venv/bin/flam data generate --world multigrid --agents 8 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-8
 """
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
+from analysis_inputs import analysis_parser, open_inputs
 
-from flam.models.checkpoint import CheckpointError
 from flam.models.factorizer import entity_halves, kmeans
-from flam.models.registry import load_model
 from flam.models.train import draw_clips, encode_dataset
-from flam.worlds.dataset import Dataset
 from flam.worlds.episode import HEADING_NAMES
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a FLAM checkpoint folder")
-    parser.add_argument("data", type=Path)
+    parser = analysis_parser(__doc__, episodes=64, checkpoint="a FLAM checkpoint")
     parser.add_argument("--slot", type=int, required=True, help="the crowded slot")
-    parser.add_argument("--split", default="val", help="the episodes the clips come from (the first 64)")
-    parser.add_argument("--clips", type=int, default=64, help="clips of 6 frames")
+    parser.add_argument("--clips", type=int, default=64, help="clips of 6 frames from the split's episodes")
     args = parser.parse_args()
-    try:
-        model, header = load_model(args.checkpoint, ("flam",))
-    except CheckpointError as error:
-        parser.error(str(error))
-    model.eval()
-    tokenizer, _ = load_model((args.checkpoint / header["tokenizer"]["path"]).resolve(), ("tokenizer",))
-    dataset = Dataset.open(args.data)
-    split_episodes = dataset.split(args.split)[:64]
-    if not split_episodes or not dataset.has_ground_truth:
-        parser.error(f"{args.data} has no {args.split} episodes with ground truth")
+    model, dataset, split_episodes = open_inputs(parser, args, slots=True)
+    tokenizer = model.tokenizer
     codes = encode_dataset(tokenizer, dataset, split_episodes, torch.device("cpu"))
     z, (episodes, frames) = draw_clips(codes, tokenizer.fsq, np.random.default_rng(0), args.clips, 6)
-    keys, held, _ = model.factorizer.held_tokens(args.slot, z)  # [B, T, N, D], [B, T, N]
+    keys, held, _ = model.lam.factorizer.held_tokens(args.slot, z)  # [B, T, N, D], [B, T, N]
     if held.sum() < 2:
         parser.error(f"slot {args.slot} holds fewer than two tokens of these clips")
     grid = tokenizer.config.grid

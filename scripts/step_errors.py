@@ -13,35 +13,23 @@ The data is not in the repository; make it first (seconds) with the shipped set'
     .venv/bin/flam data generate --world multigrid --agents 8 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-8
 """
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
+from analysis_inputs import analysis_parser, open_inputs
 
 from flam.models.rollout import rollout
-from flam.models.world_model import load_world_model
-from flam.worlds.dataset import Dataset
 from flam.worlds.episode import TRANSITION_KINDS
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--episodes", type=int, default=64, help="the split's first this many episodes")
+    parser = analysis_parser(__doc__, episodes=64)
     parser.add_argument(
         "--start", type=int, nargs="+", default=[0], help="context frames (pooled); each prediction is of the next"
     )
     # An agent missing from its cell scores ~33-35 (its glyph covers part of the 8x8 cell), one drawn in place 4-9.
     parser.add_argument("--threshold", type=float, default=20.0, help="error (0..255) that counts as lost")
     args = parser.parse_args()
-    model = load_world_model(args.checkpoint, torch.device("cpu"))
-    dataset = Dataset.open(args.data)
-    episodes = dataset.split(args.split)[: args.episodes]
-    if not episodes or not dataset.has_ground_truth:
-        parser.error(f"{args.data} has no {args.split!r} episodes with ground truth")
+    model, dataset, episodes = open_inputs(parser, args)
     if not all(0 <= t < dataset.frames_per_episode - 1 for t in args.start):
         parser.error(f"--start frames must be in 0..{dataset.frames_per_episode - 2}")
     cell = dataset.image_size // dataset.manifest.get("probe_grid", 8)
