@@ -168,13 +168,17 @@ def test_sigterm_checkpoints_the_step_in_flight_and_exits_cleanly(
 
 
 def test_ddp_on_two_cpu_ranks(tiny_dataset: Path, tokenizer_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
+    out, logs = tmp_path / "ddp", tmp_path / "ddp-logs"
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         "--nproc_per_node=2",
+        # Each rank's whole stdout and stderr to its own file: a rank that dies (a rare SIGABRT was seen once) shows
+        # its own traceback below, not only the launcher's summary.
+        f"--log-dir={logs}",
+        "--redirects=3",
         "-m",
         "flam",
         *tiny_flam_args(tokenizer_dir, tiny_dataset, out),
@@ -183,7 +187,8 @@ def test_ddp_on_two_cpu_ranks(tiny_dataset: Path, tokenizer_dir: Path, tmp_path:
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
+    rank_logs = "".join(f"\n--- {f.relative_to(logs)}\n{f.read_text()[-3000:]}" for f in sorted(logs.rglob("*.log")))
+    assert result.returncode == 0, result.stderr[-2000:] + rank_logs
     training, _ = read_training(out)
     assert training["world_size"] == 2 and training["step"] == 6
     data, weights = training["data_digests"], training["weight_digests"]
