@@ -10,7 +10,6 @@ by DistributedDataParallel, and rank 0 alone validates and writes checkpoints.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import math
@@ -73,9 +72,6 @@ def init_distributed(device: torch.device) -> Distributed:
         return Distributed()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        # Left to interpreter shutdown, gloo's threads were once torn down still running: the rank aborted
-        # ("terminate called without an active exception", SIGABRT) after training had finished.
-        atexit.register(dist.destroy_process_group)
     return Distributed(dist.get_rank(), dist.get_world_size())
 
 
