@@ -187,6 +187,11 @@ def test_ddp_on_two_cpu_ranks(tiny_dataset: Path, tokenizer_dir: Path, tmp_path:
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    if result.returncode != 0 and "terminate called without an active exception" in "".join(
+        f.read_text() for f in logs.rglob("stderr.log")
+    ):  # a known rare abort of a gloo rank at interpreter exit, after training finished: launch once more
+        shutil.rmtree(out, ignore_errors=True)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     rank_logs = "".join(f"\n--- {f.relative_to(logs)}\n{f.read_text()[-3000:]}" for f in sorted(logs.rglob("*.log")))
     assert result.returncode == 0, result.stderr[-2000:] + rank_logs
     training, _ = read_training(out)
