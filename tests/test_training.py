@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -185,12 +186,16 @@ def test_ddp_on_two_cpu_ranks(tiny_dataset: Path, tokenizer_dir: Path, tmp_path:
         "--steps",
         "6",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # faulthandler: a rank that aborts prints every thread's Python stack, which says where the abort struck.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    if result.returncode != 0 and "terminate called without an active exception" in "".join(
-        f.read_text() for f in logs.rglob("stderr.log")
-    ):  # a known rare abort of a gloo rank at interpreter exit, after training finished: launch once more
+    rank_errors = "".join(f.read_text() for f in logs.rglob("stderr.log"))
+    if result.returncode != 0 and "terminate called without an active exception" in rank_errors:
+        # A known rare abort of a gloo rank at interpreter exit after training finished (root cause not found):
+        # launch once more, and say so in the test summary with the rank's own last words.
+        warnings.warn(f"a DDP rank aborted at exit; launched again. Its stderr: {rank_errors[-1500:]}", stacklevel=1)
         shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(logs, ignore_errors=True)
         result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     rank_logs = "".join(f"\n--- {f.relative_to(logs)}\n{f.read_text()[-3000:]}" for f in sorted(logs.rglob("*.log")))
     assert result.returncode == 0, result.stderr[-2000:] + rank_logs
