@@ -94,8 +94,9 @@ class FLAMConfig:
     # takes one half of the crowded slot's tokens in the last training batch, cut along entities
     # (`Factorizer.split_slot`). The empty-cluster restart of k-means: slots that hold several agents (at 8 agents
     # one slot held three, at 4.0 nats, while one-agent slots carry ~1.8) stay so, as nothing moves an idle slot's
-    # query towards them. At 8 agents every split was undone by training within 250 steps (by initialisations: as
-    # fine-tuning and from scratch; by query offsets: as fine-tuning), so nothing shipped uses it
+    # query towards them. Under the plain loss every split was undone within 250 steps (by initialisations: as
+    # fine-tuning and from scratch; by query offsets: as fine-tuning); under the loss that weighs changed tokens
+    # (change_weight), a split by query offsets held, and the shipped 8-agent flam-anchored has one
     # (reports/recipe-variants). 0 = off.
     split_every: int = 0
     split_until: int = 0
