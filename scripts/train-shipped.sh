@@ -37,8 +37,8 @@ $flam train tokenizer --data "$data" --out "$set_dir/tokenizer" $(resume_flag "$
 # guess of a rare move becomes strong enough to teach the inverse dynamics to tell it) and 1,500 steps of the plain
 # loss again, and that weighted/plain cycle three more times for FLAM (moves lost one step ahead 51% -> 36% -> 28%
 # -> 26%, validation 22.95 -> 24.17 -> 25.68 -> 26.06 dB: the gain shrinks), then a fifth that splits the crowded
-# slot (below; 18%, 26.84 dB). The same loss stages for the baseline, so
-# the comparison is not one of losses, but two cycles: its third lost 0.1 dB on validation (20.31 -> 20.19).
+# slot (below; 18%, 26.84 dB). The same loss stages for the baseline, so the comparison is not one of losses, but two
+# cycles: its third lost 0.1 dB on validation (20.31 -> 20.19).
 anchored=(--arch flam --set aggregator=anchored --set factorizer.mass_floor=1 --steps 6000)
 if [ "$agents" = 4 ]; then
   anchored+=(--set factorizer.background_sink=true --set factorizer.read_threshold=0.1
@@ -89,8 +89,8 @@ for model in flam flam-mixture flam-anchored monolithic; do
     8/flam-anchored)
       finetune flam "$base" "$runs_dir/$model-near" --set aggregator_neighbourhood=true --set factorizer.slot_positions=true
       weighted_cycles flam "$runs_dir/$model-near" 4 "$runs_dir/$model-settle4"
-      # A fifth cycle whose weighted stage splits the slot with the most action (three agents) into an idle one at
-      # its 250th step, parted by query offsets: 7 action slots and binding 0.5, where the cycles alone kept 6 and 0.375.
+      # A fifth cycle whose weighted stage splits the slot with the most action (three agents) into an idle one
+      # at its 250th step, parted by query offsets: 7 action slots and binding 0.5, where the cycles kept 6 and 0.375.
       finetune flam "$runs_dir/$model-settle4" "$runs_dir/$model-split" --set change_weight=10 \
         --set factorizer.query_offsets=true --set split_every=250 --set split_until=250
       finetune flam "$runs_dir/$model-split" "$out" --set change_weight=0 --set split_every=0 ;;
