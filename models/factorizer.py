@@ -87,6 +87,13 @@ class FactorizerConfig:
     # actions still carried no move on their own; with the aggregator's neighbourhood and a loss weight on changed
     # cells (FLAMConfig) the shipped 8-agent flam-anchored moves agents, and uses it (reports/recipe-variants).
     slot_positions: bool = False
+    # With temporal attention: each timestep's first iteration starts from the learned initialisation plus a learned
+    # projection (zeros at the start: the same model) of the slot's value at the previous timestep, as the recurrent
+    # ablation's slots start from theirs. Without it every frame's first iteration competes from the same queries,
+    # and the temporal attention only joins after it: at 8 agents slots swapped agents of similar hue from frame to
+    # frame (the slot holding the blue agent's cell changed in 20% of transitions; scripts/slot_masses.py). Frames
+    # are then attended one after another in training too (the ablation's loop), not all at once.
+    carry_slots: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "code_levels", tuple(self.code_levels))  # a JSON list from --set or config.json
@@ -102,6 +109,11 @@ class FactorizerConfig:
             raise ValueError(f"factorizer.mass_floor must be >= 0 (tokens' worth of attention), got {self.mass_floor}")
         if not 0 <= self.read_threshold < 1:
             raise ValueError(f"factorizer.read_threshold must be in [0, 1), got {self.read_threshold}")
+        if self.carry_slots and not (self.temporal_attention and self.temporal_window >= 2):
+            raise ValueError(
+                "factorizer.carry_slots needs temporal_attention=true and temporal_window >= 2 (the recurrent "
+                "ablation's slots already start from the previous timestep's)"
+            )
 
 
 @dataclass
@@ -236,6 +248,12 @@ class Factorizer(nn.Module):
             nn.init.zeros_(self.place.bias)
         else:
             self.place = None
+        if config.carry_slots:
+            self.carry = nn.Linear(d, d)
+            nn.init.zeros_(self.carry.weight)
+            nn.init.zeros_(self.carry.bias)
+        else:
+            self.carry = None
 
     def _keys_values(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z [M, E, h, w] -> keys, values [M, N, D]."""
@@ -358,8 +376,8 @@ class Factorizer(nn.Module):
         """z [B, T, E, h, w] -> slots [B, T, K, D], masks [B, T, K, N], sink's log share and impurity [B, T, N],
         cache after the last step. `query_offset` [K, D] replaces the learned one (to fit a slot split)."""
         offset = self.query_offset if query_offset is None else query_offset
-        if not self.config.temporal_attention:
-            return self._forward_recurrent(z, offset)
+        if not self.config.temporal_attention or self.carry is not None:
+            return self._forward_stepwise(z, offset)
         b, t = z.shape[:2]
         k, v = self._keys_values(z.flatten(0, 1))  # [B*T, N, D]
         slots = self.slot_init.expand(b * t, -1, -1)  # [B*T, K, D]: every timestep starts from the same init
@@ -413,6 +431,8 @@ class Factorizer(nn.Module):
             return Factored(self._placed(slots, masks), masks, cache, background, impurity)
         b = z.shape[0]
         slots = self.slot_init.expand(b, -1, -1)  # [B, K, D]
+        if self.carry is not None:  # where there is a previous timestep
+            slots = slots + self.carry(cache.slots) * cache.valid[:, -1:, None]
         keep = self.config.temporal_window - 1
         valid = torch.cat([cache.valid, cache.valid.new_ones(b, 1)], dim=1)  # [B, W]
         new_history = []
@@ -429,8 +449,9 @@ class Factorizer(nn.Module):
         cache = FactorizerCache(torch.stack(new_history), valid[:, 1:], slots)
         return Factored(self._placed(slots, masks), masks, cache, background, impurity)
 
-    def _forward_recurrent(self, z: torch.Tensor, query_offset: torch.Tensor | None) -> Factored:
-        """The ablation: each timestep's slots start from the previous timestep's slots (SAVi-style)."""
+    def _forward_stepwise(self, z: torch.Tensor, query_offset: torch.Tensor | None) -> Factored:
+        """One timestep after another (`step`), where a timestep's slots start from the previous timestep's: the
+        recurrent ablation (SAVi-style) and `carry_slots`."""
         b, t = z.shape[:2]
         cache = self.empty_cache(b, z.device)
         steps = []

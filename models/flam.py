@@ -81,7 +81,14 @@ class FLAMConfig:
     # 4-d action cannot move three agents; the prediction loss alone does not split them. 0 = off.
     slot_mass_cap: float = 0.0
     mass_cap_weight: float = 0.001
-    # Training steps before the background, impurity and mass-cap costs start; they then ramp up linearly over as
+    # Cost per token of attention mass a slot holds in frame t+1 outside the 3x3 neighbourhood of what it held in
+    # frame t (summed over slots, averaged over transitions; the last iteration's masks): entities move at most one
+    # token a frame, so a slot that jumps has changed entity. At 8 agents slots swapped agents of similar hue within
+    # episodes (slots 5 and 7 between the blue and teal agents, 1, 3 and 4 among red, yellow and orange), so a slot's
+    # action and a probe from it stand for one agent in some frames and another in the rest. Frame t's reach is
+    # fixed (detached): the slot is to follow what it held, not to spread so that its reach covers more. 0 = off.
+    jump_cost: float = 0.0
+    # Training steps before the background, impurity, mass-cap and jump costs start; they then ramp up linearly over as
     # many steps again. The slots must read the entities before the cost may empty them: a cost on mass of 0.005
     # from step 0 drove every token into the sink within 200 steps, and at step 1,500 no slot carried an action
     # (slot mass 0.002, validation MSE stuck at 0.050; without the cost, 4 action slots and 0.037 by then).
@@ -115,8 +122,10 @@ class FLAMConfig:
             raise ValueError("slot_capacity and capacity_weight must be >= 0")
         if self.change_weight < 0:
             raise ValueError("change_weight must be >= 0")
-        if min(self.background_cost, self.impurity_cost, self.slot_mass_cap, self.mass_cap_weight) < 0:
-            raise ValueError("background_cost, impurity_cost, slot_mass_cap and mass_cap_weight must be >= 0")
+        if min(self.background_cost, self.impurity_cost, self.slot_mass_cap, self.mass_cap_weight, self.jump_cost) < 0:
+            raise ValueError(
+                "background_cost, impurity_cost, slot_mass_cap, mass_cap_weight and jump_cost must be >= 0"
+            )
         if self.background_warmup < 0:
             raise ValueError("background_warmup must be >= 0")
         if self.split_every < 0 or self.split_until < 0 or self.split_ratio < 1:
@@ -308,6 +317,15 @@ class MixtureAggregator(_GridAggregator):
         return z + delta.transpose(1, 2).reshape(z.shape)
 
 
+def jumped_mass(masks: torch.Tensor, held: float = 0.1) -> torch.Tensor:
+    """masks [B, T, K, h, w] -> [B, T-1, K]: the attention mass each slot holds in frame t+1 outside its reach in
+    frame t, the 3x3 neighbourhoods of the tokens it held at least `held` of (a fixed set: a slot that keeps half a
+    token from frame to frame has not jumped)."""
+    previous = masks[:, :-1].detach()
+    reach = F.max_pool2d(previous.flatten(0, 2)[:, None], 3, stride=1, padding=1).reshape(previous.shape) >= held
+    return (masks[:, 1:] * ~reach).sum(dim=(-1, -2))
+
+
 class FLAM(nn.Module):
     """The factored latent action model (stage 2), trained on frozen tokenizer features."""
 
@@ -334,7 +352,7 @@ class FLAM(nn.Module):
 
     def forward(self, z: torch.Tensor) -> Loss:
         """One-step prediction loss over a clip z [B, T, E, h, w]: ||z_{t+1} - ẑ_{t+1}||² + β Σ_i KL (+ the rate cap,
-        the background, impurity and mass-cap costs where configured)."""
+        the background, impurity, mass-cap and jump costs where configured)."""
         factored = self.factorizer(z)
         slots, masks = factored.slots, factored.masks  # [B, T, K, D], [B, T, K, N]
         current = slots[:, :-1].flatten(0, 1)  # [B*(T-1), K, D]
@@ -366,6 +384,10 @@ class FLAM(nn.Module):
             excess = (masks.float().sum(dim=-1) - self.config.slot_mass_cap).clamp_min(0).sum(dim=-1).mean()
             loss = loss + self.config.mass_cap_weight * self.cost_ramp() * excess
             logs["mass_excess"] = excess.item()
+        if self.config.jump_cost > 0:
+            jumped = jumped_mass(self._masks(masks.float())).sum(dim=-1).mean()
+            loss = loss + self.config.jump_cost * self.cost_ramp() * jumped
+            logs["jumped_mass"] = jumped.item()
         if self.training and (self.scheduled_costs or self.config.split_every):
             self.steps_trained += 1
         if self.training and self.config.split_every:
@@ -376,9 +398,9 @@ class FLAM(nn.Module):
 
     @property
     def scheduled_costs(self) -> bool:
-        """Whether the loss has costs that follow the warm-up schedule (background, impurity, mass cap)."""
+        """Whether the loss has costs that follow the warm-up schedule (background, impurity, mass cap, jumps)."""
         c = self.config
-        return c.background_cost > 0 or c.impurity_cost > 0 or c.slot_mass_cap > 0
+        return c.background_cost > 0 or c.impurity_cost > 0 or c.slot_mass_cap > 0 or c.jump_cost > 0
 
     def cost_ramp(self) -> float:
         """How much of the scheduled costs applies at this point of training: 0 during the warm-up, then a linear

@@ -490,6 +490,8 @@ def _slot_sections(label: str, run: Evaluation, names: Sequence[str], out: Path,
             f"![binding]({name})",
             "",
         ]
+        handover = ", ".join(f"{who} {share:.0%}" for who, share in zip(names, binding["handover"], strict=True))
+        parts += [f"Transitions in which another slot takes over the entity: {handover}.", ""]
     dci = s.get("dci") or {}
     parts += [f"## {label}: slot–entity correspondence (DCI)", ""]
     if dci.get("applicable"):

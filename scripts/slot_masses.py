@@ -1,6 +1,7 @@
 """How much of the token grid each slot holds: mean, min and max over frames of every slot's attention mass (in
 tokens), read off the ground-truth frames of a split. With a background sink the masses sum to less than the grid.
-Then, per agent, which slots hold its cell (mean share over frames): it shows slots that hold several agents.
+Then, per agent, which slots hold its cell (mean share over frames): it shows slots that hold several agents; and
+how often the slot holding most of its cell changes from one frame to the next: it shows slots that swap agents.
 
 Reproduces the README's slot masses (validation episodes; the test split stays for `flam eval`):
     .venv/bin/python scripts/slot_masses.py checkpoints/multigrid-4/flam-anchored data/multigrid-4 --split val
@@ -17,7 +18,7 @@ def main() -> None:
     parser = analysis_parser(__doc__, episodes=16, checkpoint="a FLAM checkpoint")
     args = parser.parse_args()
     model, dataset, episodes = open_inputs(parser, args, slots=True)
-    masses, cell_shares = [], []
+    masses, cell_shares, owner_changes = [], [], []
     for episode in episodes:
         frames = torch.from_numpy(np.asarray(dataset.frames(episode)))[None]  # [1, T, H, W, 3]
         _, inference = model.analyse(frames)
@@ -26,6 +27,8 @@ def main() -> None:
         cells = (dataset.ground_truth(episode).positions // (dataset.image_size // masks.shape[-1])).astype(int)
         time = np.arange(len(masks))[:, None]
         cell_shares.append(masks[time, :, cells[..., 0], cells[..., 1]])  # [T, N, K]
+        owner = cell_shares[-1].argmax(axis=-1)  # [T, N]
+        owner_changes.append(owner[1:] != owner[:-1])  # [T-1, N]
     mass = np.concatenate(masses)  # [F, K]
     grid = masks.shape[-1] * masks.shape[-2]
     print(f"{args.checkpoint}: slot masses in tokens of {grid}, {mass.shape[0]} frames of '{args.split}'")
@@ -35,6 +38,12 @@ def main() -> None:
     print("share of each agent's cell held by each slot (mean over frames):")
     for agent, row in enumerate(share):
         print(f"agent {agent}: " + " / ".join(f"{v:.2f}" for v in row) + f"  -> slot {row.argmax()}")
+    changes = np.concatenate(owner_changes).mean(0)  # [N]
+    print(
+        "share of transitions where another slot takes over the agent's cell: "
+        + " / ".join(f"{v:.2f}" for v in changes)
+        + f" (mean {changes.mean():.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -130,6 +130,11 @@ def test_slot_binding_recovers_which_slot_holds_which_entity(dataset: Dataset) -
     share = np.asarray(binding["share"])
     np.testing.assert_allclose(share.sum(axis=0), 1.0)
     assert share[2, 0] > 0.99 and share[0, 1] > 0.99
+    assert binding["handover"] == [0.0, 0.0]  # every slot keeps its entity
+    swapped = torch.stack(masks)
+    swapped[0, 3:] = swapped[0, 3:, [2, 1, 0]]  # in the first episode slots 0 and 2 trade entities at frame 3
+    transitions = sum(len(dataset.ground_truth(e).entity_map) - 1 for e in episodes)
+    assert slot_binding(swapped, dataset, episodes)["handover"] == pytest.approx([1 / transitions] * 2)
 
 
 def _window_masks(dataset: Dataset, episodes: list[int], config: EvalConfig) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flam.models.factorizer import Factorizer, FactorizerConfig, entity_halves, kmeans, token_weights
-from flam.models.flam import FLAM, FLAMConfig
+from flam.models.flam import FLAM, FLAMConfig, jumped_mass
 from flam.models.lam import Inference
 from flam.models.layers import change_weighted_mse
 from flam.models.monolithic import Monolithic, MonolithicConfig
@@ -128,18 +128,39 @@ def test_slot_positions_start_as_the_same_model_and_follow_the_mask() -> None:
     torch.testing.assert_close(where[2], torch.tensor([-1 / 6, -1 / 6, 0.5]))
 
 
+def test_carried_slots_start_as_the_same_model_and_only_from_the_second_frame() -> None:
+    config = FactorizerConfig(feature_dim=E, grid=G, n_slots=K, width=16, heads=2, temporal_window=3)
+    torch.manual_seed(0)
+    plain = Factorizer(config).eval()
+    torch.manual_seed(0)
+    carrying = Factorizer(replace(config, carry_slots=True)).eval()
+    z = codes(t=4)
+    with torch.no_grad():
+        before = plain(z)
+        torch.testing.assert_close(carrying(z).slots, before.slots, atol=1e-5, rtol=1e-4)  # the projection starts at 0
+        torch.nn.init.normal_(carrying.carry.weight)
+        after = carrying(z)
+    torch.testing.assert_close(after.slots[:, 0], before.slots[:, 0], atol=1e-5, rtol=1e-4)  # nothing to carry yet
+    assert not torch.allclose(after.slots[:, 1:], before.slots[:, 1:], atol=1e-3)
+    with pytest.raises(ValueError, match="carry_slots needs temporal_attention=true"):
+        replace(config, carry_slots=True, temporal_attention=False)
+
+
 @pytest.mark.parametrize(
-    ("temporal", "mass_floor", "sink", "positions"),
+    ("temporal", "mass_floor", "sink", "positions", "carry"),
     [
-        (True, 0.0, False, False),
-        (False, 0.0, False, False),
-        (True, 1.0, False, False),
-        (True, 1.0, True, False),
-        (True, 1.0, True, True),
-        (False, 1.0, False, True),
+        (True, 0.0, False, False, False),
+        (False, 0.0, False, False, False),
+        (True, 1.0, False, False, False),
+        (True, 1.0, True, False, False),
+        (True, 1.0, True, True, False),
+        (False, 1.0, False, True, False),
+        (True, 1.0, False, True, True),
     ],
 )
-def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float, sink: bool, positions: bool) -> None:
+def test_factorizer_step_matches_parallel_pass(
+    temporal: bool, mass_floor: float, sink: bool, positions: bool, carry: bool
+) -> None:
     config = FactorizerConfig(
         feature_dim=E,
         grid=G,
@@ -152,8 +173,11 @@ def test_factorizer_step_matches_parallel_pass(temporal: bool, mass_floor: float
         background_sink=sink,
         read_threshold=0.1 if sink else 0.0,
         slot_positions=positions,
+        carry_slots=carry,
     )
     fac = Factorizer(config).eval()
+    if carry:
+        torch.nn.init.normal_(fac.carry.weight)  # away from the zero start, so the previous slots count
     if sink:
         torch.nn.init.normal_(fac.sink_query)  # away from the zero start, so the sink's share differs by token
     if positions:
@@ -395,7 +419,15 @@ def test_impurity_is_the_mean_over_attention_iterations() -> None:
     torch.testing.assert_close(impurity, ((splits[0] + splits[1]) / 2).reshape(impurity.shape))  # ... and count equally
 
 
-@pytest.mark.parametrize("cost", ["background_cost", "impurity_cost", "slot_mass_cap"])
+def sharpen(model: FLAM) -> FLAM:
+    """Keys 100 times as long: each token goes almost whole to one slot, so on random codes slots jump (soft
+    initial masks hold a share of every token, which puts every token in every slot's reach)."""
+    with torch.no_grad():
+        model.factorizer.to_k.weight.mul_(100)
+    return model
+
+
+@pytest.mark.parametrize("cost", ["background_cost", "impurity_cost", "slot_mass_cap", "jump_cost"])
 def test_scheduled_costs_enter_the_loss_scaled_by_the_ramp(cost: str) -> None:
     config = replace(flam_config(), factorizer=replace(flam_config().factorizer, background_sink=True))
     z = codes()
@@ -403,6 +435,8 @@ def test_scheduled_costs_enter_the_loss_scaled_by_the_ramp(cost: str) -> None:
     base = FLAM(config).eval()
     torch.manual_seed(0)
     model = FLAM(replace(config, background_warmup=2, **{cost: 0.5})).eval()
+    if cost == "jump_cost":
+        sharpen(base), sharpen(model)
     with torch.no_grad():
         plain = base(z).loss
         assert model(z).loss == plain  # during the warm-up the cost is logged but not charged
@@ -429,6 +463,37 @@ def test_mass_cap_charges_each_token_a_slot_holds_above_the_cap() -> None:
     assert losses[2.0].logs["mass_excess"] == pytest.approx(excess.item(), rel=1e-5)
 
 
+def test_jumped_mass_counts_only_what_lands_beyond_one_token_of_the_last_frame() -> None:
+    masks = torch.zeros(1, 4, 2, 8, 8)  # [B, T, K, h, w]: slot 0 follows an entity, slot 1 swaps to another
+    masks[0, :, 0, 2, [2, 3, 4, 4]] = 1.0  # one token right a frame, then still: never a jump
+    masks[0, :, 1, 6, 1] = 1.0
+    masks[0, 2:, 1, 6, 1] = 0.4  # from frame 2 on, 0.6 of it is three tokens away, and a faint 0.05 further
+    masks[0, 2:, 1, 6, 4] = 0.55
+    masks[0, 2:, 1, 1, 1] = 0.05
+    jumped = jumped_mass(masks)
+    torch.testing.assert_close(jumped[0, :, 0], torch.zeros(3))
+    # charged once; then held, except the faint share: under 0.1 of a token is not held, so it is no reach
+    torch.testing.assert_close(jumped[0, :, 1], torch.tensor([0.0, 0.6, 0.05]))
+    masks.requires_grad_(True)
+    jumped_mass(masks).sum().backward()
+    assert masks.grad[0, 0].abs().sum() == 0  # the last frame's reach is fixed: only the later frame is pulled
+
+
+def test_jump_cost_charges_the_jumped_mass() -> None:
+    z = codes()
+    losses = {}
+    for cost in (0.0, 0.1):
+        torch.manual_seed(0)
+        model = sharpen(FLAM(replace(flam_config(), jump_cost=cost)).eval())
+        with torch.no_grad():
+            losses[cost] = model(z)
+            masks = model.factorizer(z).masks.unflatten(-1, (G, G))
+    jumped = jumped_mass(masks).sum(dim=-1).mean()
+    assert jumped > 0
+    torch.testing.assert_close(losses[0.1].loss, losses[0.0].loss + 0.1 * jumped)
+    assert losses[0.1].logs["jumped_mass"] == pytest.approx(jumped.item(), rel=1e-5)
+
+
 def test_background_cost_keeps_its_gradient_when_the_slots_hold_every_token() -> None:
     fac = Factorizer(replace(flam_config().factorizer, background_sink=True))
     with torch.no_grad():  # every token's key the same, and the sink's query far against it: its share underflows
@@ -441,7 +506,9 @@ def test_background_cost_keeps_its_gradient_when_the_slots_hold_every_token() ->
     assert fac.sink_query.grad.abs().sum() > 0  # ... the log share still pulls the sink back
 
 
-@pytest.mark.parametrize("costs", [{"background_cost": 0.4}, {"impurity_cost": 0.4}, {"slot_mass_cap": 0.4}])
+@pytest.mark.parametrize(
+    "costs", [{"background_cost": 0.4}, {"impurity_cost": 0.4}, {"slot_mass_cap": 0.4}, {"jump_cost": 0.4}]
+)
 def test_scheduled_costs_wait_for_their_warmup_then_ramp_up(costs: dict) -> None:
     config = replace(flam_config(), factorizer=replace(flam_config().factorizer, background_sink=True))
     model = FLAM(replace(config, background_warmup=2, **costs))
@@ -578,8 +645,10 @@ def test_flam_config_rejects_unknown_choices() -> None:
         flam_config(split_every=100, split_ratio=0.5)
     with pytest.raises(ValueError, match="needs factorizer.query_offsets=true"):
         flam_config(split_every=100)
-    with pytest.raises(ValueError, match="impurity_cost, slot_mass_cap and mass_cap_weight must be >= 0"):
+    with pytest.raises(ValueError, match="mass_cap_weight and jump_cost must be >= 0"):
         flam_config(impurity_cost=-1.0)
+    with pytest.raises(ValueError, match="mass_cap_weight and jump_cost must be >= 0"):
+        flam_config(jump_cost=-1.0)
     with pytest.raises(ValueError, match="background_warmup must be >= 0"):
         flam_config(background_warmup=-1)
     with pytest.raises(ValueError, match="needs factorizer.background_sink"):

@@ -411,16 +411,25 @@ def _dci_record(result: DCIResult) -> dict[str, Any]:
 
 
 def slot_binding(masks: torch.Tensor, dataset: Dataset, episodes: list[int]) -> dict[str, Any]:
-    """Which slot holds which entity: share[k][n] of entity n's token mass in slot k's mask, and the matching.
+    """Which slot holds which entity: share[k][n] of entity n's token mass in slot k's mask, the matching, and how
+    often each entity passes from one slot to another between frames.
 
     masks [V, T, K, h, w] were read off the ground-truth frames; share sums to 1 over slots for every entity.
     """
     n = dataset.n_entities
     k, grid = masks.shape[2], masks.shape[-1]
     mass = torch.zeros(k, n, dtype=torch.float64)  # [K, N]
+    handovers = torch.zeros(n, dtype=torch.float64)  # [N] transitions where another slot took the entity
+    transitions = torch.zeros(n, dtype=torch.float64)  # [N] transitions where the entity is in both frames
     for index, episode in enumerate(episodes):
-        tokens = token_masks(dataset.ground_truth(episode).entity_map, grid, n)  # [T, N, h, w]
-        mass += torch.einsum("tkhw,tnhw->kn", masks[index].double(), torch.from_numpy(tokens).double())
+        tokens = torch.from_numpy(token_masks(dataset.ground_truth(episode).entity_map, grid, n)).double()
+        per_frame = torch.einsum("tkhw,tnhw->tkn", masks[index].double(), tokens)  # [T, K, N]
+        mass += per_frame.sum(dim=0)
+        owner = per_frame.argmax(dim=1)  # [T, N]
+        seen = tokens.sum(dim=(-1, -2)) > 0  # [T, N]
+        both = seen[1:] & seen[:-1]
+        handovers += ((owner[1:] != owner[:-1]) & both).sum(dim=0)
+        transitions += both.sum(dim=0)
     share = mass / mass.sum(dim=0, keepdim=True).clamp_min(1e-12)  # [K, N]
     slot_idx, entity_idx = scipy.optimize.linear_sum_assignment(share.numpy(), maximize=True)
     targets: list[int | None] = [None] * k
@@ -430,6 +439,9 @@ def slot_binding(masks: torch.Tensor, dataset: Dataset, episodes: list[int]) -> 
         "share": share.tolist(),
         "dominant_slot": share.argmax(dim=0).tolist(),  # [N] the slot holding most of each entity
         "slot_entity": targets,  # [K] the entity matched to each slot, None for background slots
+        # [N] share of frame-to-frame transitions in which the slot holding most of the entity changes: a slot that
+        # swaps entities moves one entity when edited in some frames and another in the rest
+        "handover": (handovers / transitions.clamp_min(1)).tolist(),
         "rule": BINDING_RULE,
     }
 
