@@ -86,7 +86,10 @@ class FLAMConfig:
     # token a frame, so a slot that jumps has changed entity. At 8 agents slots swapped agents of similar hue within
     # episodes (slots 5 and 7 between the blue and teal agents, 1, 3 and 4 among red, yellow and orange), so a slot's
     # action and a probe from it stand for one agent in some frames and another in the rest. Frame t's reach is
-    # fixed (detached): the slot is to follow what it held, not to spread so that its reach covers more. 0 = off.
+    # fixed (detached): the slot is to follow what it held, not to spread so that its reach covers more. Tried as
+    # 1,500 steps of fine-tuning of that model at 0.01 and 0.1, the jumped mass did not fall: a taken-over cell is held
+    # at a share near 1, where the softmax over slots passes back almost no gradient, and the swap is decided in the
+    # first attention iteration (factorizer.carry_slots acts there; reports/recipe-variants). 0 = off.
     jump_cost: float = 0.0
     # Training steps before the background, impurity, mass-cap and jump costs start; they then ramp up linearly over as
     # many steps again. The slots must read the entities before the cost may empty them: a cost on mass of 0.005
