@@ -1,7 +1,8 @@
 """How far apart the agents look to a FLAM's slot attention: for every pair of agents, the distance between the mean
 tokenizer code of the tokens each agent covers, and between the mean content keys the factorizer computes from them
 (its token keys without the position embedding). Slots start from fixed learned queries, so two agents whose keys
-lie close together tend to fall into one slot; compare the closest pairs with `scripts/slot_masses.py`.
+lie close together tend to fall into one slot; compare the closest pairs with `scripts/slot_masses.py`. Last, whether
+the codes tell the agents apart at all: the share of an agent's tokens whose exact code is most often that agent's.
 
     .venv/bin/python scripts/agent_key_distances.py checkpoints/multigrid-8/flam-anchored data/multigrid-8
 The data is not in the repository; make it first (seconds) with the shipped set's command:
@@ -42,6 +43,16 @@ def main() -> None:
             print(f"agent {agent}: " + " ".join(f"{v:6.2f}" for v in row))
         nearest = np.where(np.eye(len(distance), dtype=bool), np.inf, distance).argmin(1)
         print("nearest: " + ", ".join(f"{a}->{b}" for a, b in enumerate(nearest)))
+    single = owner.sum(dim=1) == 1  # tokens one agent covers
+    code_id = torch.unique(code[single], dim=0, return_inverse=True)[1]  # [S] which exact code each token has
+    agent = owner[single].float().argmax(dim=1)  # [S]
+    counts = torch.zeros(int(code_id.max()) + 1, owner.shape[1]).index_put_(
+        (code_id, agent), torch.tensor(1.0), accumulate=True
+    )
+    print(
+        f"\n{len(counts)} distinct codes on {int(single.sum())} tokens one agent covers; share whose code "
+        f"is most often its own agent's: {counts.max(dim=1).values.sum() / counts.sum():.3f}"
+    )
 
 
 if __name__ == "__main__":

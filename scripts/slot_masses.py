@@ -1,7 +1,9 @@
 """How much of the token grid each slot holds: mean, min and max over frames of every slot's attention mass (in
 tokens), read off the ground-truth frames of a split. With a background sink the masses sum to less than the grid.
-Then, per agent, which slots hold its cell (mean share over frames): it shows slots that hold several agents; and
-how often the slot holding most of its cell changes from one frame to the next: it shows slots that swap agents.
+Then, per agent, which slots hold its cell (mean share over frames): it shows slots that hold several agents; how
+often the slot holding most of it changes from one frame to the next (`flam eval`'s `binding.handover`): it shows
+slots that swap agents; and the attention mass each slot holds beyond one token of what it held the frame before
+(what `jump_cost` charges).
 
 Reproduces the README's slot masses (validation episodes; the test split stays for `flam eval`):
     .venv/bin/python scripts/slot_masses.py checkpoints/multigrid-4/flam-anchored data/multigrid-4 --split val
@@ -13,22 +15,24 @@ import numpy as np
 import torch
 from analysis_inputs import analysis_parser, open_inputs
 
+from flam.models.evaluation.protocol import slot_binding
+from flam.models.flam import jumped_mass
+
 
 def main() -> None:
     parser = analysis_parser(__doc__, episodes=16, checkpoint="a FLAM checkpoint")
     args = parser.parse_args()
     model, dataset, episodes = open_inputs(parser, args, slots=True)
-    masses, cell_shares, owner_changes = [], [], []
+    masses, cell_shares, all_masks = [], [], []
     for episode in episodes:
         frames = torch.from_numpy(np.asarray(dataset.frames(episode)))[None]  # [1, T, H, W, 3]
         _, inference = model.analyse(frames)
-        masks = inference.masks[0].float().numpy()  # [T, K, h, w]
+        all_masks.append(inference.masks[0].float())
+        masks = all_masks[-1].numpy()  # [T, K, h, w]
         masses.append(masks.sum(axis=(-1, -2)))  # [T, K] tokens each slot holds
         cells = (dataset.ground_truth(episode).positions // (dataset.image_size // masks.shape[-1])).astype(int)
         time = np.arange(len(masks))[:, None]
         cell_shares.append(masks[time, :, cells[..., 0], cells[..., 1]])  # [T, N, K]
-        owner = cell_shares[-1].argmax(axis=-1)  # [T, N]
-        owner_changes.append(owner[1:] != owner[:-1])  # [T-1, N]
     mass = np.concatenate(masses)  # [F, K]
     grid = masks.shape[-1] * masks.shape[-2]
     print(f"{args.checkpoint}: slot masses in tokens of {grid}, {mass.shape[0]} frames of '{args.split}'")
@@ -38,11 +42,14 @@ def main() -> None:
     print("share of each agent's cell held by each slot (mean over frames):")
     for agent, row in enumerate(share):
         print(f"agent {agent}: " + " / ".join(f"{v:.2f}" for v in row) + f"  -> slot {row.argmax()}")
-    changes = np.concatenate(owner_changes).mean(0)  # [N]
+    stacked = torch.stack(all_masks)  # [V, T, K, h, w]
+    handover = slot_binding(stacked, dataset, episodes)["handover"]
+    print("share of transitions where another slot takes over the agent: " + " / ".join(f"{v:.2f}" for v in handover))
+    jumped = jumped_mass(stacked).mean(dim=(0, 1))  # [K]
     print(
-        "share of transitions where another slot takes over the agent's cell: "
-        + " / ".join(f"{v:.2f}" for v in changes)
-        + f" (mean {changes.mean():.3f})"
+        "mass held beyond one token of the frame before, per transition: "
+        + " / ".join(f"{v:.2f}" for v in jumped)
+        + f" (sum {jumped.sum():.2f})"
     )
 
 
