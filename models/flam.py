@@ -81,15 +81,15 @@ class FLAMConfig:
     # 4-d action cannot move three agents; the prediction loss alone does not split them. 0 = off.
     slot_mass_cap: float = 0.0
     mass_cap_weight: float = 0.001
-    # Cost per token of attention mass a slot holds in frame t+1 outside the 3x3 neighbourhood of what it held in
-    # frame t (summed over slots, averaged over transitions; the last iteration's masks): entities move at most one
-    # token a frame, so a slot that jumps has changed entity. At 8 agents slots swapped agents of similar hue within
-    # episodes (slots 5 and 7 between the blue and teal agents, 1, 3 and 4 among red, yellow and orange), so a slot's
-    # action and a probe from it stand for one agent in some frames and another in the rest. Frame t's reach is
-    # fixed (detached): the slot is to follow what it held, not to spread so that its reach covers more. Tried as
-    # 1,500 steps of fine-tuning of that model at 0.01 and 0.1, the jumped mass did not fall: a taken-over cell is held
-    # at a share near 1, where the softmax over slots passes back almost no gradient, and the swap is decided in the
-    # first attention iteration (factorizer.carry_slots acts there; reports/recipe-variants). 0 = off.
+    # Cost on slots that jump (`jump_nats`, summed over slots, averaged over transitions; the last iteration's
+    # masks): for every token a slot holds in frame t+1 outside the 3x3 neighbourhood of what it held in frame t,
+    # -log of the share the other slots keep of it. Entities move at most one token a frame, so a slot that jumps
+    # has changed entity. At 8 agents slots swapped agents of similar hue within episodes (the red, yellow and orange
+    # agents among slots 1, 3 and 4 in a fifth to a quarter of transitions), so a slot's action and a probe from it
+    # stood for one agent in some frames and another in the rest. Frame t's reach is fixed (detached): the slot is to
+    # follow what it held, not to spread so that its reach covers more. Charged on the attention mass itself at 0.01
+    # and 0.1, nothing moved: a taken-over cell is held at a share near 1, where that passes back almost no gradient;
+    # the log form at 0.003 took the red agent's handovers from 21% to 4% (reports/recipe-variants). 0 = off.
     jump_cost: float = 0.0
     # Training steps before the background, impurity, mass-cap and jump costs start; they then ramp up linearly over as
     # many steps again. The slots must read the entities before the cost may empty them: a cost on mass of 0.005
@@ -320,13 +320,36 @@ class MixtureAggregator(_GridAggregator):
         return z + delta.transpose(1, 2).reshape(z.shape)
 
 
+def _reach(previous: torch.Tensor, held: float) -> torch.Tensor:
+    """masks [B, T, K, h, w] -> bool, same shape: the 3x3 neighbourhoods of the tokens each slot holds at least `held`
+    of (entities move at most one token a frame)."""
+    pooled = F.max_pool2d(previous.flatten(0, 2)[:, None], 3, stride=1, padding=1)
+    return pooled.reshape(previous.shape) >= held
+
+
 def jumped_mass(masks: torch.Tensor, held: float = 0.1) -> torch.Tensor:
     """masks [B, T, K, h, w] -> [B, T-1, K]: the attention mass each slot holds in frame t+1 outside its reach in
-    frame t, the 3x3 neighbourhoods of the tokens it held at least `held` of (a fixed set: a slot that keeps half a
-    token from frame to frame has not jumped)."""
-    previous = masks[:, :-1].detach()
-    reach = F.max_pool2d(previous.flatten(0, 2)[:, None], 3, stride=1, padding=1).reshape(previous.shape) >= held
+    frame t (a fixed set: a slot that keeps half a token from frame to frame has not jumped)."""
+    reach = _reach(masks[:, :-1].detach(), held)
     return (masks[:, 1:] * ~reach).sum(dim=(-1, -2))
+
+
+def jump_nats(masks: torch.Tensor, held: float = 0.1) -> torch.Tensor:
+    """masks [B, T, K, h, w] -> [B, T-1, K]: for every token a slot holds in frame t+1 outside its reach in frame t,
+    -log of the share the other slots hold of it; slots that held nothing in frame t are free to take anything (a
+    slot that lost its entity takes it back without a charge, the one that took it over pays).
+
+    The log keeps the gradient where the share is near 1: d/d(logit) of -log(1 - m) is m, where that of m is
+    m(1 - m). The others' share is summed from the slots below and above (never 1 - m, which rounds to 0 in float
+    where a taken-over token is held at 1 - 1e-5)."""
+    previous = masks[:, :-1].detach()
+    reach = _reach(previous, held)
+    holder = reach.flatten(-2).any(dim=-1)  # [B, T-1, K]
+    following = masks[:, 1:].float()
+    below = torch.cat([torch.zeros_like(following[:, :, :1]), following.cumsum(dim=2)[:, :, :-1]], dim=2)
+    above = torch.cat([following.flip(2).cumsum(dim=2).flip(2)[:, :, 1:], torch.zeros_like(following[:, :, :1])], 2)
+    nats = -(below + above).clamp_min(1e-30).log()  # [B, T-1, K, h, w]
+    return (nats * ~reach).sum(dim=(-1, -2)) * holder
 
 
 class FLAM(nn.Module):
@@ -388,9 +411,9 @@ class FLAM(nn.Module):
             loss = loss + self.config.mass_cap_weight * self.cost_ramp() * excess
             logs["mass_excess"] = excess.item()
         if self.config.jump_cost > 0:
-            jumped = jumped_mass(self._masks(masks.float())).sum(dim=-1).mean()
+            jumped = jump_nats(self._masks(masks)).sum(dim=-1).mean()
             loss = loss + self.config.jump_cost * self.cost_ramp() * jumped
-            logs["jumped_mass"] = jumped.item()
+            logs["jump_nats"] = jumped.item()
         if self.training and (self.scheduled_costs or self.config.split_every):
             self.steps_trained += 1
         if self.training and self.config.split_every:

@@ -3,7 +3,7 @@ tokens), read off the ground-truth frames of a split. With a background sink the
 Then, per agent, which slots hold its cell (mean share over frames): it shows slots that hold several agents; how
 often the slot holding most of it changes from one frame to the next (`flam eval`'s `binding.handover`): it shows
 slots that swap agents; and the attention mass each slot holds beyond one token of what it held the frame before
-(what `jump_cost` charges).
+(where `jump_cost` charges -log of the other slots' share).
 
 Reproduces the README's slot masses (validation episodes; the test split stays for `flam eval`):
     .venv/bin/python scripts/slot_masses.py checkpoints/multigrid-4/flam-anchored data/multigrid-4 --split val

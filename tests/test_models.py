@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flam.models.factorizer import Factorizer, FactorizerConfig, entity_halves, kmeans, token_weights
-from flam.models.flam import FLAM, FLAMConfig, jumped_mass
+from flam.models.flam import FLAM, FLAMConfig, jump_nats, jumped_mass
 from flam.models.lam import Inference
 from flam.models.layers import change_weighted_mse
 from flam.models.monolithic import Monolithic, MonolithicConfig
@@ -479,7 +479,23 @@ def test_jumped_mass_counts_only_what_lands_beyond_one_token_of_the_last_frame()
     assert masks.grad[0, 0].abs().sum() == 0  # the last frame's reach is fixed: only the later frame is pulled
 
 
-def test_jump_cost_charges_the_jumped_mass() -> None:
+def test_jump_nats_charge_the_slot_that_takes_over_and_keep_their_gradient_at_a_full_share() -> None:
+    masks = torch.zeros(1, 3, 3, 4, 4)  # [B, T, K, h, w]: slot 2 holds the background
+    masks[0, :, 2] = 1.0
+    masks[0, 0, 2, 0, 0], masks[0, 0, 0, 0, 0] = 0.0, 1.0  # slot 0 holds a corner ...
+    masks[0, 1, 2, 3, 3], masks[0, 1, 0, 3, 3], masks[0, 1, 1, 3, 3] = 0.0, 1 - 1e-5, 1e-5  # ... then jumps across
+    masks[0, 2, 2, 1, 1], masks[0, 2, 1, 1, 1] = 0.0, 1.0  # slot 1, which held nothing, takes a token: free
+    masks.requires_grad_(True)
+    nats = jump_nats(masks)
+    expected = torch.zeros(1, 2, 3)
+    expected[0, 0, 0] = -math.log(1e-5)  # the others' share, not 1 - (1 - 1e-5) rounded in float
+    torch.testing.assert_close(nats, expected, rtol=1e-3, atol=1e-6)
+    nats.sum().backward()
+    assert masks.grad[0, 1, 1, 3, 3] < -1e4  # the other slot's share is pulled up hard, though it is 1e-5
+    assert masks.grad[0, 0].abs().sum() == 0  # the last frame's reach is fixed
+
+
+def test_jump_cost_charges_the_jump_nats() -> None:
     z = codes()
     losses = {}
     for cost in (0.0, 0.1):
@@ -488,10 +504,10 @@ def test_jump_cost_charges_the_jumped_mass() -> None:
         with torch.no_grad():
             losses[cost] = model(z)
             masks = model.factorizer(z).masks.unflatten(-1, (G, G))
-    jumped = jumped_mass(masks).sum(dim=-1).mean()
-    assert jumped > 0
-    torch.testing.assert_close(losses[0.1].loss, losses[0.0].loss + 0.1 * jumped)
-    assert losses[0.1].logs["jumped_mass"] == pytest.approx(jumped.item(), rel=1e-5)
+    nats = jump_nats(masks).sum(dim=-1).mean()
+    assert nats > 0
+    torch.testing.assert_close(losses[0.1].loss, losses[0.0].loss + 0.1 * nats)
+    assert losses[0.1].logs["jump_nats"] == pytest.approx(nats.item(), rel=1e-5)
 
 
 def test_background_cost_keeps_its_gradient_when_the_slots_hold_every_token() -> None:
