@@ -45,6 +45,12 @@ class FLAMConfig:
     # right" is one local rule, the same on every cell. Alone, as fine-tuning, it moved no agent; with change_weight
     # it did (the shipped 8-agent flam-anchored, reports/recipe-variants).
     aggregator_neighbourhood: bool = False
+    # Anchored aggregator: the claims are also weighted by each slot's grown mask itself (the log added at scale 1,
+    # floored at 1e-30, not 1e-4), so a slot's change lands only around the tokens it holds. The learned anchor alone
+    # may fade: in the 8-agent model its scale fell to 0.21, the floor then cost a slot only 1.9 in logit, and the
+    # blue agent's slot claimed 0.39 of the teal agent's cell, where it held nothing; every edit of it moved the teal
+    # agent too, from the first predicted frame on (edit locality 0.82).
+    hard_anchor: bool = False
     # Tokens that change from t to t+1 weigh 1 + change_weight in the prediction loss (normalised by the mean weight,
     # so the loss keeps its scale next to the KL term). A move is rare (7% of agents' transitions at 8 agents) and at
     # first no action says whether it happens, so the error-minimising guess draws a faint agent in the cell ahead,
@@ -121,6 +127,8 @@ class FLAMConfig:
                 "aggregator_neighbourhood needs aggregator=mixture or anchored: the attention aggregator has no "
                 "per-slot change at a cell to give the neighbourhood to"
             )
+        if self.hard_anchor and self.aggregator != "anchored":
+            raise ValueError("hard_anchor needs aggregator=anchored: only its claims are weighted by the slot masks")
         if self.slot_capacity < 0 or self.capacity_weight < 0:
             raise ValueError("slot_capacity and capacity_weight must be >= 0")
         if self.change_weight < 0:
@@ -260,7 +268,8 @@ class MixtureAggregator(_GridAggregator):
     grown by one cell (an entity moves at most one cell per step), times a learned scale. Without the anchor a slot
     can hold an entity's look in the factorizer while another slot claims its cells and carries its action, so
     editing the slot a user picks by its mask moves nothing (reports/binding); the anchor makes the slot that holds
-    an entity the one whose change lands on it.
+    an entity the one whose change lands on it. With `hard_anchor` the grown mask also weighs the claims directly, at
+    a scale training cannot lower.
     """
 
     def __init__(self, config: FLAMConfig) -> None:
@@ -269,6 +278,7 @@ class MixtureAggregator(_GridAggregator):
         d = f.width
         self.grid = f.grid
         self.anchor_scale = nn.Parameter(torch.ones(())) if config.aggregator == "anchored" else None
+        self.hard_anchor = config.hard_anchor
         self.norm_slots = nn.LayerNorm(d)
         self.slot_proj = nn.Linear(d, d)
         if config.aggregator_neighbourhood:
@@ -295,7 +305,10 @@ class MixtureAggregator(_GridAggregator):
         out = self.head(self.norm(x))  # [M, K, N, E + 1]
         logits = out[..., -1].float()  # [M, K, N]
         if self.anchor_scale is not None:
-            logits = logits + self.anchor_scale * self.anchor(masks)
+            grown = self.grown(masks)
+            logits = logits + self.anchor_scale * grown.clamp_min(1e-4).log()
+            if self.hard_anchor:
+                logits = logits + grown.clamp_min(1e-30).log()
         return out[..., :-1], logits.softmax(dim=1).to(out.dtype)
 
     def around(self, masks: torch.Tensor) -> torch.Tensor:
@@ -305,12 +318,11 @@ class MixtureAggregator(_GridAggregator):
         grid = masks.float().reshape(m * k, 1, self.grid, self.grid)
         return F.unfold(grid, kernel_size=3, padding=1).reshape(m, k, 9, n).transpose(2, 3)
 
-    def anchor(self, masks: torch.Tensor) -> torch.Tensor:
-        """masks [M, K, N] -> [M, K, N]: log of each slot's mask grown by one cell in every direction."""
+    def grown(self, masks: torch.Tensor) -> torch.Tensor:
+        """masks [M, K, N] -> [M, K, N] (float): each slot's mask grown by one cell in every direction."""
         m, k, n = masks.shape
         grid = masks.float().reshape(m * k, 1, self.grid, self.grid)
-        grown = F.max_pool2d(grid, kernel_size=3, stride=1, padding=1)  # [M*K, 1, h, w]
-        return grown.clamp_min(1e-4).log().reshape(m, k, n)
+        return F.max_pool2d(grid, kernel_size=3, stride=1, padding=1).reshape(m, k, n)
 
     def forward(self, z: torch.Tensor, next_slots: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """z [M, E, h, w], next_slots [M, K, D], masks [M, K, N] -> next z [M, E, h, w] (residual: static content

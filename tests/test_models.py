@@ -277,24 +277,56 @@ def test_mixture_aggregator_mixes_slot_changes_by_claims(aggregator: str) -> Non
     torch.testing.assert_close(out, expected)
 
 
-def test_anchored_claims_stay_within_one_cell_of_the_slots_mask() -> None:
-    """Slot 0 owns one cell: its anchor is 0 (log 1) on that cell and its 8 neighbours and log 1e-4 elsewhere, so
-    with a large anchor scale slot 0 wins exactly those cells whatever the learned logits say."""
-    model = FLAM(flam_config(aggregator="anchored")).eval()
+def one_cell_masks() -> torch.Tensor:
+    """[1, K, N]: slot 0 holds the cell at row 2, column 3 whole; the other slots share every other cell."""
     masks = torch.full((1, K, G, G), 1.0 / (K - 1))
     masks[0, 0] = 0.0
     masks[0, :, 2, 3] = 0.0
     masks[0, 0, 2, 3] = 1.0
-    anchor = model.aggregator.anchor(masks.flatten(2))[0, 0].reshape(G, G)
+    return masks.flatten(2)
+
+
+def one_cell_neighbourhood() -> torch.Tensor:
+    """[G, G] bool: that cell and its 8 neighbours."""
     near = torch.zeros(G, G, dtype=torch.bool)
     near[1:4, 2:5] = True
-    assert torch.all(anchor[near] == 0.0)
-    torch.testing.assert_close(anchor[~near], torch.full(((~near).sum().item(),), math.log(1e-4)))
+    return near
+
+
+def test_anchored_claims_stay_within_one_cell_of_the_slots_mask() -> None:
+    """Slot 0's grown mask is 1 on its cell and the 8 neighbours and 0 elsewhere, so its anchor (log, floored at
+    1e-4) is 0 there and log 1e-4 elsewhere: with a large anchor scale slot 0 wins exactly those cells whatever the
+    learned logits say."""
+    model = FLAM(flam_config(aggregator="anchored")).eval()
+    masks, near = one_cell_masks(), one_cell_neighbourhood()
+    grown = model.aggregator.grown(masks)[0, 0].reshape(G, G)
+    assert torch.all(grown[near] == 1.0) and torch.all(grown[~near] == 0.0)
     with torch.no_grad():
         model.aggregator.anchor_scale.fill_(100.0)
-        _, weights = model.aggregator.claims(codes(b=1)[:, 0], torch.randn(1, K, 16), masks.flatten(2))
+        _, weights = model.aggregator.claims(codes(b=1)[:, 0], torch.randn(1, K, 16), masks)
     wins = weights[0].argmax(dim=0).reshape(G, G) == 0
     assert torch.equal(wins, near)
+
+
+def test_hard_anchor_keeps_a_slots_claims_around_its_mask_whatever_the_learned_scale() -> None:
+    torch.manual_seed(0)
+    soft = FLAM(flam_config(aggregator="anchored")).eval()
+    hard = FLAM(flam_config(aggregator="anchored", hard_anchor=True)).eval()
+    with torch.no_grad():
+        soft.aggregator.anchor_scale.zero_()  # the learned anchor faded away
+        torch.nn.init.normal_(soft.aggregator.head.weight, std=3.0)  # and the learned claims are strong
+    hard.load_state_dict(soft.state_dict())  # the same parameters: the hard anchor adds none
+    masks, near = one_cell_masks(), one_cell_neighbourhood()
+    z, next_slots = codes(b=1)[:, 0], torch.randn(1, K, 16)
+    with torch.no_grad():
+        _, soft_weights = soft.aggregator.claims(z, next_slots, masks)
+        _, hard_weights = hard.aggregator.claims(z, next_slots, masks)
+    outside = ~near.flatten()
+    assert soft_weights[0, 0, outside].max() > 1e-3  # without it, slot 0 claims cells it holds nothing of ...
+    assert hard_weights[0, 0, outside].max() < 1e-20  # ... with it, none
+    torch.testing.assert_close(hard_weights.sum(dim=1), torch.ones(1, G * G))
+    with pytest.raises(ValueError, match="hard_anchor needs aggregator=anchored"):
+        flam_config(aggregator="mixture", hard_anchor=True)
 
 
 def test_aggregator_neighbourhood_starts_as_the_same_model_and_sees_the_cells_around() -> None:
