@@ -49,7 +49,7 @@ class FLAMConfig:
     # floored at 1e-30, not 1e-4), so a slot's change lands only around the tokens it holds. The learned anchor alone
     # may fade: in the 8-agent model its scale fell to 0.21, the floor then cost a slot only 1.9 in logit, and the
     # blue agent's slot claimed 0.39 of the teal agent's cell, where it held nothing; every edit of it moved the teal
-    # agent too, from the first predicted frame on (edit locality 0.82).
+    # agent too, from the first predicted frame on (that slot's edit locality 0.82).
     hard_anchor: bool = False
     # Tokens that change from t to t+1 weigh 1 + change_weight in the prediction loss (normalised by the mean weight,
     # so the loss keeps its scale next to the KL term). A move is rare (7% of agents' transitions at 8 agents) and at
@@ -95,7 +95,7 @@ class FLAMConfig:
     # stood for one agent in some frames and another in the rest. Frame t's reach is fixed (detached): the slot is to
     # follow what it held, not to spread so that its reach covers more. Charged on the attention mass itself at 0.01
     # and 0.1, nothing moved: a taken-over cell is held at a share near 1, where that passes back almost no gradient;
-    # the log form at 0.003 took the red agent's handovers from 21% to 4% (reports/recipe-variants). 0 = off.
+    # the log form at 0.003 took the red agent's handovers from 24% to 4% (reports/recipe-variants). 0 = off.
     jump_cost: float = 0.0
     # Training steps before the background, impurity, mass-cap and jump costs start; they then ramp up linearly over as
     # many steps again. The slots must read the entities before the cost may empty them: a cost on mass of 0.005

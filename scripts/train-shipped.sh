@@ -106,7 +106,14 @@ for model in flam flam-mixture flam-anchored monolithic; do
       # the same queries, so two slots traded the blue and teal agents from frame to frame; now the blue agent
       # keeps its slot (validation 28.42 dB against 27.93, edit locality 0.91 against 0.89).
       finetune flam "$runs_dir/$model-split-settle2" "$runs_dir/$model-carry" --set factorizer.carry_slots=true
-      weighted_cycles flam "$runs_dir/$model-carry" 1 "$out" carry ;;
+      weighted_cycles flam "$runs_dir/$model-carry" 1 "$runs_dir/$model-carry-settle1" carry
+      # Then a cost on slots that take another slot's agent (jump_cost, on the log of the others' share): 1,500 plain
+      # steps, a weighted stage, and a plain one whose aggregator lets a slot write only around what it holds
+      # (hard_anchor; the learned anchor had faded and the blue agent's slot wrote on the teal agent's cell).
+      jump=(--set jump_cost=0.003)
+      finetune flam "$runs_dir/$model-carry-settle1" "$runs_dir/$model-jump" "${jump[@]}"
+      finetune flam "$runs_dir/$model-jump" "$runs_dir/$model-jump-change" "${jump[@]}" --set change_weight=10
+      finetune flam "$runs_dir/$model-jump-change" "$out" "${jump[@]}" --set change_weight=0 --set hard_anchor=true ;;
     8/monolithic)
       weighted_cycles monolithic "$base" 2 "$out" ;;
   esac
