@@ -39,8 +39,8 @@ $flam train tokenizer --data "$data" --out "$set_dir/tokenizer" $(resume_flag "$
 # -> 26%, validation 22.95 -> 24.17 -> 25.68 -> 26.06 dB: the gain shrinks), then two that each split a crowded
 # slot (below; 18% and 16%, 26.84 and 27.93 dB), then one with slots that start from their previous values (14%,
 # 28.42 dB), then a cost on slots that take another's agent and an aggregator that lets a slot write only around
-# what it holds (every agent in a slot of its own in every frame; 39.37 dB). The same loss stages for the baseline, so the comparison is not one of losses, but two cycles: its third
-# lost 0.1 dB on validation (20.31 -> 20.19).
+# what it holds (every agent in a slot of its own in every frame; 39.37 dB). The same loss stages for the baseline,
+# so the comparison is not one of losses, but two cycles: its third lost 0.1 dB on validation (20.31 -> 20.19).
 anchored=(--arch flam --set aggregator=anchored --set factorizer.mass_floor=1 --steps 6000)
 if [ "$agents" = 4 ]; then
   anchored+=(--set factorizer.background_sink=true --set factorizer.read_threshold=0.1
