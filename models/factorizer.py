@@ -93,8 +93,8 @@ class FactorizerConfig:
     # and the temporal attention only joins after it: at 8 agents slots swapped agents of similar hue from frame to
     # frame (the slot holding the blue agent's cell changed in 20% of transitions; scripts/slot_masses.py). Frames
     # are then attended one after another in training too (the ablation's loop), not all at once, at the same speed
-    # here. Fine-tuned into the shipped 8-agent flam-anchored: the blue agent keeps its slot in every frame, while
-    # slots that take a second agent now and then still do (reports/recipe-variants).
+    # here. Fine-tuned into the shipped 8-agent flam-anchored: the blue agent kept its slot in every frame from then
+    # on; the slots that still took a second agent now and then stopped with FLAMConfig.jump_cost (recipe-variants).
     carry_slots: bool = False
 
     def __post_init__(self) -> None:

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import TINY_SET
 
+from flam.models.model_set import TOKENIZER
+from flam.models.train import train_lam
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 # script, extra arguments, a line of its report
@@ -57,8 +60,25 @@ def test_scripts_refuse_bad_input_with_a_reason(tiny_checkpoints: Path, tiny_dat
         (("step_errors.py", flam, tmp_path / "missing"), "no such folder"),
         (("step_errors.py", flam, tiny_dataset, "--split", "holdout"), "expected one of train, val, test"),
         (("step_errors.py", tmp_path, tiny_dataset), str(tmp_path)),
+        (("slot_claims.py", flam, tiny_dataset), "has the attention aggregator"),
     ]
     for args, reason in cases:
         status = run_script(monkeypatch, *args)  # argparse's error: usage, then the reason, status 2
         error = capsys.readouterr().err
         assert status == 2 and reason in error, (args, error)
+
+
+def test_slot_claims_reads_an_anchored_flam_and_its_edits(tiny_checkpoints: Path, tiny_dataset: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    anchored = tmp_path / "anchored"
+    tokenizer = tiny_checkpoints / TINY_SET / TOKENIZER
+    train_lam("flam", tokenizer, tiny_dataset, anchored, preset="tiny", steps=2, slots=3, action_size=6,
+              overrides={"aggregator": "anchored", "hard_anchor": True}, log=lambda message: None)  # fmt: skip
+    status = run_script(monkeypatch, "slot_claims.py", anchored, tiny_dataset, "--split", "train", "--edit", "1")
+    output = capsys.readouterr()
+    assert status == 0, output.err
+    assert "hard anchor on" in output.out and "claim of each slot" in output.out
+    assert "with slot 1 edited" in output.out
+    status = run_script(monkeypatch, "slot_claims.py", anchored, tiny_dataset, "--split", "train", "--edit", "3")
+    assert status == 2 and "--edit must name a slot from 0 to 2" in capsys.readouterr().err
