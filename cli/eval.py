@@ -63,7 +63,9 @@ def add_eval_options(parser: argparse.ArgumentParser, data_required: bool = True
     parser.add_argument("--fvd-episodes", type=int, default=32, help="FVD on the first N episodes (0: skip)")
     parser.add_argument("--edit-episodes", type=int, default=32, help="per-slot edits on the first N episodes")
     parser.add_argument("--batch-size", type=int, default=16, help="episodes per forward pass")
-    parser.add_argument("--probe-iterations", type=int, default=200, help="L-BFGS iterations of the DCI probes")
+    parser.add_argument(
+        "--probe-iterations", type=int, default=1000, help="at most this many L-BFGS iterations per DCI probe fit"
+    )
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write the results as JSON")
     parser.add_argument("--report", type=Path, metavar="DIR", help="write a markdown report with figures")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")

@@ -2,8 +2,17 @@
 
 import numpy as np
 import pytest
+import scipy.optimize
+import torch
 
-from flam.models.metrics.dci import ProbeConfig, dci, dci_from_importance, dci_random_reference, split_frames
+from flam.models.metrics.dci import (
+    ProbeConfig,
+    _fit_probes,
+    dci,
+    dci_from_importance,
+    dci_random_reference,
+    split_frames,
+)
 
 FRAMES, ENTITIES, CELLS = 300, 3, 9  # a 3×3 probe grid
 
@@ -70,6 +79,44 @@ def test_penalty_is_picked_per_probe_on_the_fit_part(cells: np.ndarray) -> None:
     assert np.all(result.importance[ENTITIES] == 0.0)  # noise stays worthless whichever penalty it drew
     fixed = dci(_one_hot_slots(cells), cells, CELLS, config=ProbeConfig(l2_grid=(1e-3,)))
     assert fixed.l2 is not None and np.all(fixed.l2 == 1e-3)
+
+
+def _objective_alone(x: np.ndarray, y: np.ndarray, l2: float, flat: np.ndarray) -> tuple[float, np.ndarray]:
+    """One probe's mean cross-entropy + l2·|W|² and its gradient, in float64, for scipy."""
+    width, cells = x.shape[1], flat.size // (x.shape[1] + 1)
+    weight, bias = flat[: width * cells].reshape(width, cells), flat[width * cells :]
+    logits = x @ weight + bias
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    loss = -np.log(probs[np.arange(len(y)), y]).mean() + l2 * (weight**2).sum()
+    probs[np.arange(len(y)), y] -= 1.0
+    grad_weight = x.T @ probs / len(y) + 2.0 * l2 * weight
+    return loss, np.concatenate([grad_weight.ravel(), probs.mean(axis=0)])
+
+
+def test_each_probe_reaches_the_optimum_it_has_when_fitted_alone() -> None:
+    # Probes of very different curvature (a sharp code with a weak penalty next to noise with a strong one), fitted
+    # in one batch, each end where scipy's float64 L-BFGS puts the same probe fitted by itself.
+    rng = np.random.default_rng(1)
+    frames, slots, entities, width = 240, 3, 2, 5
+    x = rng.normal(size=(frames, slots, width))
+    y = np.stack([np.argmax(x[:, 0, :4] * 10.0 + rng.normal(size=(frames, 4)), axis=1), rng.integers(0, 4, frames)], 1)
+    l2 = np.array([[1e-5, 1e-1], [1e-2, 1e-3], [1e-1, 1e-5]])
+    weight, bias = _fit_probes(
+        torch.tensor(x, dtype=torch.float32), torch.tensor(y), 4, torch.tensor(l2, dtype=torch.float32), ProbeConfig()
+    )
+    for k in range(slots):
+        for n in range(entities):
+            alone = scipy.optimize.minimize(
+                lambda flat, k=k, n=n: _objective_alone(x[:, k], y[:, n], l2[k, n], flat),
+                np.zeros(width * 4 + 4),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": 5000, "gtol": 1e-10, "ftol": 1e-14},
+            )
+            batched = np.concatenate([weight[k, n].double().numpy().ravel(), bias[k, n].double().numpy()])
+            loss, _ = _objective_alone(x[:, k], y[:, n], l2[k, n], batched)
+            assert loss == pytest.approx(alone.fun, abs=1e-5), (k, n)
 
 
 def test_split_is_deterministic_and_keeps_groups_whole() -> None:

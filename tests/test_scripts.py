@@ -20,6 +20,7 @@ RUNS = [
     ("action_probe.py", [], "recall"),
     ("agent_key_distances.py", [], "nearest:"),
     ("dci_penalties.py", ["--episodes", "4"], "picked penalties"),
+    ("dci_probe_fits.py", ["--episodes", "4", "--iterations", "5", "50"], "at most 50 iterations"),
     ("rollout_agent_errors.py", [], "rollout step 10"),
     ("slot_masses.py", [], "share of each agent's cell"),
     ("step_errors.py", ["--start", "0", "3"], "moves lost, by agent"),
@@ -61,6 +62,7 @@ def test_scripts_refuse_bad_input_with_a_reason(tiny_checkpoints: Path, tiny_dat
         (("step_errors.py", flam, tiny_dataset, "--split", "holdout"), "expected one of train, val, test"),
         (("step_errors.py", tmp_path, tiny_dataset), str(tmp_path)),
         (("slot_claims.py", flam, tiny_dataset), "has the attention aggregator"),
+        (("dci_probe_fits.py", flam, tiny_dataset, "--iterations", "0"), "--iterations must be positive"),
     ]
     for args, reason in cases:
         status = run_script(monkeypatch, *args)  # argparse's error: usage, then the reason, status 2

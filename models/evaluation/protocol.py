@@ -79,7 +79,7 @@ class EvalConfig:
     fvd_episodes: int = 32  # FVD on the first this many evaluated episodes (I3D is slow on a CPU); 0 = skip
     edit_episodes: int = 32  # edits on the first this many evaluated episodes; 0 = skip
     dci_fit_fraction: float = 0.5  # share of episodes the probes are fitted on; scored on the rest
-    probe_iterations: int = 200  # L-BFGS iterations of the DCI probes
+    probe_iterations: int = ProbeConfig.max_iter  # at most this many L-BFGS iterations per DCI probe fit
     examples: int = 3  # episodes kept (frames, masks) for report figures
 
     def check(self) -> None:

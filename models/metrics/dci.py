@@ -30,7 +30,9 @@ class ProbeConfig:
     # strongest first, each warm-started from the last (a regularisation path); one value = no selection.
     l2_grid: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5)
     select_fraction: float = 0.7  # share of the fit part's frames (or groups) the candidates are fitted on
-    max_iter: int = 200  # L-BFGS iterations per fit (all probes are fitted jointly; their losses are independent)
+    max_iter: int = 1000  # L-BFGS iterations per fit at most; each probe stops on its own (below)
+    tolerance: float = 1e-5  # a probe has converged when no component of its objective's gradient exceeds this
+    history: int = 20  # L-BFGS curvature pairs kept per probe
     # R below this is estimation noise (held-out sets are small) and set to 0: without the floor, random slots'
     # tiny one-off gains would look like a sparse, perfectly "disentangled" R after row/column normalisation.
     min_importance: float = 0.05
@@ -68,30 +70,108 @@ def split_frames(num_frames: int, fit_fraction: float, seed: int, groups: np.nda
 
 
 def _fit_probes(
-    x: Tensor, y: Tensor, num_cells: int, l2: Tensor, max_iter: int, init: tuple[Tensor, Tensor] | None = None
+    x: Tensor,
+    y: Tensor,
+    num_cells: int,
+    l2: Tensor,
+    config: ProbeConfig,
+    init: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weights [K,N,D,C] and biases [K,N,C] of K×N logistic probes; x [F,K,D] standardised, y [F,N] cells,
-    l2 [K,N] each probe's penalty; init: weights and biases to start from (zeros by default)."""
-    frames, slots, width = x.shape
-    entities = y.shape[1]
+    l2 [K,N] each probe's penalty; init: weights and biases to start from (zeros by default).
+
+    Each probe minimises its mean cross-entropy plus l2·|W|² by L-BFGS of its own: the K×N problems are batched
+    into one tensor, but each keeps its own curvature history and step length (backtracking to the Armijo
+    condition) and stops on its own when converged, so later passes only compute the probes still moving. One
+    L-BFGS over the summed losses (this module's solver until 2026-12) shares its history and step between problems
+    of very different curvature: on validation episodes of the shipped 8-agent FLAM its informativeness was 0.78
+    after 200 iterations and 0.84 after 3,000, where these separate fits reach 0.86 and stay there from 1,000
+    iterations to 2,000 (scripts/dci_probe_fits.py).
+    """
+    slots, entities, width = x.shape[1], y.shape[1], x.shape[2]
+    problems, split = slots * entities, width * num_cells
+    slot_of = torch.arange(slots).repeat_interleave(entities)  # [P]: problem p = (slot p // N, entity p % N)
+    entity_of = torch.arange(entities).repeat(slots)  # [P]
+    inputs, targets, penalty = x[:, slot_of], y[:, entity_of], l2.reshape(problems)  # [F,P,D], [F,P], [P]
     if init is None:
-        init = (x.new_zeros(slots, entities, width, num_cells), x.new_zeros(slots, entities, num_cells))
-    weight, bias = (tensor.clone().requires_grad_(True) for tensor in init)  # [K,N,D,C], [K,N,C]
-    target = y[:, None, :].expand(frames, slots, entities).reshape(-1)  # [F*K*N]
-    optimizer = torch.optim.LBFGS(
-        [weight, bias], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
-    )
+        theta = x.new_zeros(problems, split + num_cells)  # [P, n]: each probe's weights, then its biases
+    else:
+        theta = torch.cat([init[0].reshape(problems, split), init[1].reshape(problems, num_cells)], dim=1)
 
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        logits = torch.einsum("fkd,kndc->fknc", x, weight) + bias  # [F,K,N,C]
-        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, num_cells), target, reduction="sum") / frames
-        loss = nll + (l2[:, :, None, None] * weight.pow(2)).sum()  # sum over probes of (mean CE + l2 |W|²)
-        loss.backward()
-        return loss
+    def evaluate(point: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Objectives [P'] and their gradients [P', n] of the problems `rows` [P'] at their parameters point."""
+        point = point.detach().requires_grad_(True)
+        weight, bias = point[:, :split].view(-1, width, num_cells), point[:, split:]  # [P',D,C], [P',C]
+        read = inputs if len(rows) == problems else inputs[:, rows]  # [F,P',D]
+        logits = torch.einsum("fpd,pdc->fpc", read, weight) + bias  # [F,P',C]
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, num_cells), targets[:, rows].reshape(-1), reduction="none"
+        ).view(logits.shape[:2])  # [F,P']
+        losses = nll.mean(dim=0) + penalty[rows] * weight.pow(2).sum(dim=(1, 2))  # [P']
+        (grad,) = torch.autograd.grad(losses.sum(), point)
+        return losses.detach(), grad
 
-    optimizer.step(closure)
-    return weight.detach(), bias.detach()
+    everything = torch.arange(problems)
+    loss, grad = evaluate(theta, everything)  # [P], [P, n]
+    active = grad.abs().amax(dim=1) > config.tolerance  # [P]: problems still being fitted
+    # Scale of a problem's steps until it has a curvature pair: torch's L-BFGS first step, at most |grad|₁ = 1.
+    gamma = 1.0 / grad.abs().sum(dim=1).clamp(min=1.0)  # [P]
+    steps: list[Tensor] = []  # s: the last config.history parameter changes [P, n], oldest first
+    changes: list[Tensor] = []  # y: the matching gradient changes [P, n]
+    inverse: list[Tensor] = []  # rho = 1 / (s·y) [P]; 0 (with s = y = 0) where a pair had no positive curvature
+    for _ in range(config.max_iter):
+        rows = active.nonzero().squeeze(1)  # [P']
+        if rows.numel() == 0:
+            break
+        # Two-loop recursion: direction = -H·grad, H the L-BFGS estimate of each problem's inverse Hessian (run
+        # on every problem: cheaper than gathering the active ones' histories).
+        q, alphas = grad.clone(), []
+        for s, change, rho in zip(reversed(steps), reversed(changes), reversed(inverse), strict=True):
+            alpha = rho * (s * q).sum(dim=1)
+            q -= alpha[:, None] * change
+            alphas.append(alpha)
+        r = gamma[:, None] * q
+        for s, change, rho, alpha in zip(steps, changes, inverse, reversed(alphas), strict=True):
+            r += s * (alpha - rho * (change * r).sum(dim=1))[:, None]
+        g, direction = grad[rows], -r[rows]
+        uphill = (g * direction).sum(dim=1) >= 0  # a stale curvature estimate: fall back to steepest descent
+        direction[uphill] = -gamma[rows[uphill], None] * g[uphill]
+        slope = (g * direction).sum(dim=1)  # [P'] < 0
+        # Backtracking per problem: a problem's step halves until its objective falls by the Armijo amount; only
+        # the problems still searching are evaluated again.
+        length = torch.ones_like(slope)
+        new_loss, new_grad = torch.empty_like(slope), torch.empty_like(g)
+        accepted = torch.zeros_like(slope, dtype=torch.bool)
+        for _ in range(30):
+            pending = (~accepted).nonzero().squeeze(1)
+            if pending.numel() == 0:
+                break
+            trial = theta[rows[pending]] + length[pending, None] * direction[pending]
+            new_loss[pending], new_grad[pending] = evaluate(trial, rows[pending])
+            accepted[pending] = new_loss[pending] <= loss[rows[pending]] + 1e-4 * length[pending] * slope[pending]
+            length[pending] = torch.where(accepted[pending], length[pending], 0.5 * length[pending])
+        # A problem whose step found no decrease is as good as float32 gets it: it stops where it is.
+        step = torch.where(accepted[:, None], length[:, None] * direction, 0.0)  # [P', n]
+        change = torch.where(accepted[:, None], new_grad - g, 0.0)
+        decrease = torch.where(accepted, loss[rows] - new_loss, 0.0)
+        theta[rows] += step
+        loss[rows] = torch.where(accepted, new_loss, loss[rows])
+        grad[rows] = torch.where(accepted[:, None], new_grad, g)
+        curvature = (step * change).sum(dim=1)
+        useful = curvature > 1e-10
+        for history, value in ((steps, step), (changes, change)):
+            full = torch.zeros_like(theta)
+            full[rows] = torch.where(useful[:, None], value, 0.0)
+            history.append(full)
+        rho = torch.zeros_like(loss)
+        rho[rows] = torch.where(useful, 1.0 / curvature.clamp(min=1e-10), 0.0)
+        inverse.append(rho)
+        gamma[rows] = torch.where(useful, curvature / change.pow(2).sum(dim=1).clamp(min=1e-20), gamma[rows])
+        if len(steps) > config.history:
+            del steps[0], changes[0], inverse[0]
+        active[rows] = accepted & (decrease > 0) & (grad[rows].abs().amax(dim=1) > config.tolerance)
+    weight, bias = theta[:, :split], theta[:, split:]
+    return weight.reshape(slots, entities, width, num_cells), bias.reshape(slots, entities, num_cells)
 
 
 def _probe_scores(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
@@ -105,25 +185,33 @@ def _probe_scores(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor) -> tuple[T
 
 def _select_l2(
     x: Tensor, y: Tensor, num_cells: int, groups: np.ndarray | None, seed: int, config: ProbeConfig
-) -> Tensor:
+) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
     """Each probe's penalty [K,N]: the candidate whose fit on part of (x, y) gives the rest's true cells the most
-    probability (the score R is built from; log-likelihood would punish a sharp probe's rare confident misses)."""
+    probability (the score R is built from; log-likelihood would punish a sharp probe's rare confident misses).
+    Also each probe's weights and biases at its picked penalty (None when the grid has one value): the final fit
+    on all of (x, y) starts from them."""
     shape = (x.shape[1], y.shape[1])
     grid = sorted(config.l2_grid, reverse=True)
     if len(grid) == 1:
-        return x.new_full(shape, grid[0])
+        return x.new_full(shape, grid[0]), None
     if len(np.unique(np.arange(x.shape[0]) if groups is None else groups)) < 2:
         raise ValueError("picking probe penalties needs two or more fit groups (episodes): give more data")
     inner = torch.from_numpy(split_frames(x.shape[0], config.select_fraction, seed + 1, groups))  # [F] bool
     best, best_score = x.new_full(shape, grid[0]), x.new_full(shape, -torch.inf)
-    init = None
+    start = picked = None
     for l2 in grid:
-        init = _fit_probes(x[inner], y[inner], num_cells, x.new_full(shape, l2), config.max_iter, init)
+        start = _fit_probes(x[inner], y[inner], num_cells, x.new_full(shape, l2), config, start)  # warm: a path
         with torch.inference_mode():
-            score, _ = _probe_scores(x[~inner], y[~inner], *init)  # [K,N]
+            score, _ = _probe_scores(x[~inner], y[~inner], *start)  # [K,N]
         better = score > best_score
         best, best_score = torch.where(better, l2, best), torch.where(better, score, best_score)
-    return best
+        if picked is None:
+            picked = start
+        else:
+            weight, bias = (torch.where(better.view(*shape, *[1] * (new.ndim - 2)), new, old)
+                            for new, old in zip(start, picked, strict=True))  # fmt: skip
+            picked = weight, bias
+    return best, picked
 
 
 def _normalised_entropy(p: np.ndarray, axis: int) -> np.ndarray:
@@ -186,8 +274,8 @@ def dci(
     z = (x - mean) / std  # [F,K,D]
     with torch.enable_grad():
         fit_groups = None if groups is None else np.asarray(groups)[fit_np]
-        l2 = _select_l2(z[fit], y[fit], num_cells, fit_groups, seed, config)  # [K,N]
-        weight, bias = _fit_probes(z[fit], y[fit], num_cells, l2, config.max_iter)
+        l2, picked = _select_l2(z[fit], y[fit], num_cells, fit_groups, seed, config)  # [K,N]
+        weight, bias = _fit_probes(z[fit], y[fit], num_cells, l2, config, picked)
     with torch.inference_mode():
         held_y = y[~fit]  # [F',N]
         p_true, accuracy = _probe_scores(z[~fit], held_y, weight, bias)  # [K,N] each, on the scored part

@@ -1,0 +1,49 @@
+"""Whether DCI's probes have converged: a split's DCI with the probes' L-BFGS capped at several iteration counts.
+Scores that no longer move between caps are the representation's, not the optimizer's.
+
+Reproduces the probe-iteration numbers in models/metrics/dci.py and the README (validation split; the test split
+stays for `flam eval`):
+    .venv/bin/python scripts/dci_probe_fits.py checkpoints/multigrid-8/flam-anchored data/multigrid-8 \
+        --iterations 200 1000 2000
+The data is not in the repository; make it first (seconds) with the shipped set's command:
+    .venv/bin/flam data generate --world multigrid --agents 8 --episodes 1000 --steps 32 --seed 0 --out data/multigrid-8
+"""
+
+import time
+
+import torch
+from analysis_inputs import analysis_parser, open_inputs
+
+from flam.models.evaluation.protocol import dci_inputs
+from flam.models.metrics.dci import ProbeConfig, dci
+
+
+def main() -> None:
+    parser = analysis_parser(__doc__, episodes=100, checkpoint="a FLAM checkpoint")
+    parser.add_argument("--iterations", type=int, nargs="+", default=[200, 1000], help="L-BFGS caps to compare")
+    args = parser.parse_args()
+    if min(args.iterations) < 1:
+        parser.error("--iterations must be positive")
+    model, dataset, episodes = open_inputs(parser, args, slots=True)
+    slots = []
+    with torch.inference_mode():
+        for first in range(0, len(episodes), 16):
+            _, inference = model.analyse(torch.from_numpy(dataset.frames_for(episodes[first : first + 16])))
+            slots.append(inference.slots.float())
+    flat, cells, num_cells, groups = dci_inputs(torch.cat(slots), dataset, episodes)
+    size = f"{flat.shape[1]} slots x {cells.shape[1]} entities"
+    print(f"{args.checkpoint} on {len(episodes)} {args.split!r} episodes ({size})")
+    for iterations in args.iterations:
+        started = time.perf_counter()
+        result = dci(flat, cells, num_cells, groups=groups, config=ProbeConfig(max_iter=iterations))
+        matched = [round(float(result.accuracy[i, j]), 3) for i, j in result.matching]
+        print(
+            f"at most {iterations} iterations: D {result.disentanglement:.3f}  C {result.completeness:.3f}  "
+            f"I {result.informativeness:.3f}  ({time.perf_counter() - started:.0f} s; matched probes' held-out "
+            f"accuracy {matched})",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
