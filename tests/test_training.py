@@ -327,6 +327,7 @@ def test_fine_tuning_starts_from_a_checkpoint_with_changed_costs(
     assert read_training(chained)[0]["init"]["init"]["weights_sha256"] == file_sha256(source / WEIGHTS_FILE)
     card = "\n".join(training_lines("flam", chained))
     assert f"weights of `{tuned}`" in card and f"weights of `{source}`" in card
+    assert "in all, with the runs it was fine-tuned from: 30 steps" in card  # 4 + 6 + 20
     summary = ModelEntry("set/chained", chained, "flam", None).training()  # what GET /models shows of it
     assert [run["steps"] for run in summary["fine_tuned_from"]] == [6, 20] and summary["total_steps"] == 4 + 6 + 20
     assert summary["total_seconds"] >= summary["seconds"] > 0

@@ -62,7 +62,23 @@ def _training_lines(name: str, folder: Path) -> list[str]:
         f"- {name}: {totals}",
         *_session_lines(sessions, "  "),
         *split_line,
+        *_lineage_line(training),
         *_init_lines(training.get("init"), "  "),
+    ]
+
+
+def _lineage_line(training: dict[str, Any]) -> list[str]:
+    """For a fine-tuned model: the steps and training time of it and every run it started from, summed (what
+    training it from nothing costs with this recipe)."""
+    if not training.get("init"):
+        return []
+    steps, seconds, record = 0, 0.0, training
+    while record:
+        steps += int(record.get("step") or 0)
+        seconds += float(record.get("seconds") or 0.0)
+        record = record.get("init")
+    return [
+        f"  - in all, with the runs it was fine-tuned from: {steps} steps, {seconds:.0f} s ({seconds / 3600:.2f} h)"
     ]
 
 
