@@ -114,7 +114,7 @@ def _fit_probes(
     everything = torch.arange(problems)
     loss, grad = evaluate(theta, everything)  # [P], [P, n]
     active = grad.abs().amax(dim=1) > config.tolerance  # [P]: problems still being fitted
-    # Scale of a problem's steps until it has a curvature pair: torch's L-BFGS first step, at most |grad|₁ = 1.
+    # A problem's step scale until it has a curvature pair, as torch's L-BFGS first step: -grad, cut to |·|₁ <= 1.
     gamma = 1.0 / grad.abs().sum(dim=1).clamp(min=1.0)  # [P]
     steps: list[Tensor] = []  # s: the last config.history parameter changes [P, n], oldest first
     changes: list[Tensor] = []  # y: the matching gradient changes [P, n]
