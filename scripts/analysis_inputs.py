@@ -1,13 +1,16 @@
 """The start that the analysis scripts here share: a checkpoint folder and a dataset named on the command line, the
 model (with its tokenizer) loaded on the CPU, and the first episodes of a split that has ground truth, since every
-script compares a model's slots or predictions with the agents. Bad input ends in one line naming what to fix."""
+script compares a model's slots or predictions with the agents; and, for the DCI scripts, the slots and cells the
+probes read. Bad input ends in one line naming what to fix."""
 
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from flam.models.checkpoint import CheckpointError
+from flam.models.evaluation.protocol import dci_inputs
 from flam.models.world_model import WorldModel, load_world_model
 from flam.worlds.dataset import Dataset, DatasetError
 
@@ -41,3 +44,16 @@ def open_inputs(
     if not episodes or not dataset.has_ground_truth:
         parser.error(f"{args.data} has no {args.split!r} episodes with ground truth")
     return model, dataset, episodes
+
+
+def probe_inputs(
+    model: WorldModel, dataset: Dataset, episodes: list[int]
+) -> tuple[torch.Tensor, np.ndarray, int, np.ndarray]:
+    """What DCI's probes read, as `flam eval` gives it them: the FLAM's slots on every frame of the episodes, each
+    entity's probe-grid cell, the number of cells and each frame's episode (see dci_inputs)."""
+    slots = []
+    with torch.inference_mode():
+        for first in range(0, len(episodes), 16):
+            _, inference = model.analyse(torch.from_numpy(dataset.frames_for(episodes[first : first + 16])))
+            slots.append(inference.slots.float())
+    return dci_inputs(torch.cat(slots), dataset, episodes)

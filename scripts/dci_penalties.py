@@ -9,10 +9,8 @@ The data is not in the repository; make it first (seconds) with the shipped set'
 """
 
 import numpy as np
-import torch
-from analysis_inputs import analysis_parser, open_inputs
+from analysis_inputs import analysis_parser, open_inputs, probe_inputs
 
-from flam.models.evaluation.protocol import dci_inputs
 from flam.models.metrics.dci import DCIResult, ProbeConfig, dci, dci_from_importance
 
 
@@ -30,12 +28,7 @@ def main() -> None:
     parser.add_argument("--fixed-l2", type=float, default=1e-3, help="the penalty every probe used before")
     args = parser.parse_args()
     model, dataset, episodes = open_inputs(parser, args, slots=True)
-    slots = []
-    with torch.inference_mode():
-        for first in range(0, len(episodes), 16):
-            _, inference = model.analyse(torch.from_numpy(dataset.frames_for(episodes[first : first + 16])))
-            slots.append(inference.slots.float())
-    flat, cells, num_cells, groups = dci_inputs(torch.cat(slots), dataset, episodes)
+    flat, cells, num_cells, groups = probe_inputs(model, dataset, episodes)
     print(f"{args.checkpoint} on {len(episodes)} {args.split!r} episodes; importance R is slots x entities")
     show(
         f"fixed penalty {args.fixed_l2:g}",

@@ -11,10 +11,8 @@ The data is not in the repository; make it first (seconds) with the shipped set'
 
 import time
 
-import torch
-from analysis_inputs import analysis_parser, open_inputs
+from analysis_inputs import analysis_parser, open_inputs, probe_inputs
 
-from flam.models.evaluation.protocol import dci_inputs
 from flam.models.metrics.dci import ProbeConfig, dci
 
 
@@ -25,12 +23,7 @@ def main() -> None:
     if min(args.iterations) < 1:
         parser.error("--iterations must be positive")
     model, dataset, episodes = open_inputs(parser, args, slots=True)
-    slots = []
-    with torch.inference_mode():
-        for first in range(0, len(episodes), 16):
-            _, inference = model.analyse(torch.from_numpy(dataset.frames_for(episodes[first : first + 16])))
-            slots.append(inference.slots.float())
-    flat, cells, num_cells, groups = dci_inputs(torch.cat(slots), dataset, episodes)
+    flat, cells, num_cells, groups = probe_inputs(model, dataset, episodes)
     size = f"{flat.shape[1]} slots x {cells.shape[1]} entities"
     print(f"{args.checkpoint} on {len(episodes)} {args.split!r} episodes ({size})")
     for iterations in args.iterations:
