@@ -1,4 +1,4 @@
-"""Where DCI's matched probes miss: each entity's probe from its matched slot, refitted as `flam eval` fits it, and
+"""Where DCI's matched probes miss: each entity's probe from its matched slot, as `flam eval` fits and scores it, and
 its held-out misses split by distance (one cell off or further), by frame (the episode's first, frames where the
 entity moved, frames where it stayed) and by whether it named the entity's cell of the frame before.
 
@@ -12,14 +12,13 @@ The data is not in the repository; make it first (seconds) with the shipped set'
 import math
 
 import numpy as np
-import torch
 from analysis_inputs import analysis_parser, open_inputs, probe_inputs
 
-from flam.models.metrics.dci import ProbeConfig, _fit_probes, dci, split_frames
+from flam.models.metrics.dci import dci
 
 
-def share(hits: torch.Tensor) -> str:
-    return f"{hits.float().mean().item():.3f} of {hits.numel()}" if hits.numel() else "none"
+def share(hits: np.ndarray) -> str:
+    return f"{hits.mean():.3f} of {hits.size}" if hits.size else "none"
 
 
 def main() -> None:
@@ -27,32 +26,23 @@ def main() -> None:
     args = parser.parse_args()
     model, dataset, episodes = open_inputs(parser, args, slots=True)
     flat, cells, num_cells, groups = probe_inputs(model, dataset, episodes)
-    result = dci(flat, cells, num_cells, groups=groups)  # the matching and penalties `flam eval` would use
-    slots, entities = (torch.tensor(side) for side in zip(*result.matching, strict=True))
-    # The matched probes alone, fitted as dci() fits them: standardised on the fit episodes, the picked penalty.
-    fit = torch.from_numpy(split_frames(flat.shape[0], 0.5, 0, groups))
-    x = flat[:, slots].float()  # [F,P,D]
-    z = (x - x[fit].mean(dim=0)) / x[fit].std(dim=0, correction=0).clamp(min=1e-6)
-    y = torch.as_tensor(cells)[:, entities].long()  # [F,P]
-    pairs = torch.arange(len(slots))
-    l2 = torch.as_tensor(result.l2, dtype=torch.float32)[slots, entities]
-    penalties = torch.diag(l2) + (1 - torch.eye(len(slots)))  # off-diagonal probes are fitted too, and unused
-    with torch.enable_grad():
-        weight, bias = _fit_probes(z[fit], y[fit], num_cells, penalties, ProbeConfig())
-    predicted = (torch.einsum("fpd,pdc->fpc", z, weight[pairs, pairs]) + bias[pairs, pairs]).argmax(dim=-1)  # [F,P]
-    frames = dataset.frames_per_episode
-    first = torch.from_numpy(np.arange(flat.shape[0]) % frames == 0)[:, None].expand_as(y)  # [F,P]
-    before = torch.roll(y, 1, dims=0)  # the entity's cell in the frame before (meaningless on first frames)
-    moved, held = (y != before) & ~first, (~fit)[:, None].expand_as(y)
+    result = dci(flat, cells, num_cells, groups=groups)  # as `flam eval` scores them
+    slots, entities = (list(side) for side in zip(*result.matching, strict=True))
+    y = cells[result.scored][:, entities]  # [F',P]: the matched entities' cells on the scored frames
+    predicted = result.predicted[:, slots, entities]  # [F',P]: their matched probes' predictions
+    index = np.flatnonzero(result.scored)
+    first = np.broadcast_to((index % dataset.frames_per_episode == 0)[:, None], y.shape)
+    before = cells[index - 1][:, entities]  # the entity's cell in the frame before (meaningless on first frames)
+    moved = (y != before) & ~first
     side = math.isqrt(num_cells)
-    off = torch.maximum((predicted // side - y // side).abs(), (predicted % side - y % side).abs())  # cells away
-    right, miss = predicted == y, held & (predicted != y)
+    off = np.maximum(abs(predicted // side - y // side), abs(predicted % side - y % side))  # cells away
+    right = predicted == y
     print(f"{args.checkpoint} on {len(episodes)} {args.split!r} episodes: matched probes (slot, entity) "
-          f"{result.matching}, held-out accuracy {share(right[held])}")  # fmt: skip
-    print(f"accuracy on first frames {share(right[held & first])}, where the entity moved "
-          f"{share(right[held & moved])}, where it stayed {share(right[held & ~moved & ~first])}")  # fmt: skip
-    print(f"misses one cell off {share(off[miss] == 1)}; naming the cell of the frame before "
-          f"{share((predicted == before)[miss & ~first])}")  # fmt: skip
+          f"{result.matching}, held-out accuracy {share(right)}")  # fmt: skip
+    print(f"accuracy on first frames {share(right[first])}, where the entity moved {share(right[moved])}, "
+          f"where it stayed {share(right[~moved & ~first])}")  # fmt: skip
+    print(f"misses one cell off {share(off[~right] == 1)}; naming the cell of the frame before "
+          f"{share((predicted == before)[~right & ~first])}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ def test_one_slot_per_entity_scores_one(cells: np.ndarray) -> None:
     assert result.importance.shape == (ENTITIES, ENTITIES) and result.accuracy.shape == (ENTITIES, ENTITIES)
     off_diagonal = result.accuracy[~np.eye(ENTITIES, dtype=bool)]
     assert off_diagonal.max() < 0.4  # a slot says nothing about the other entities' cells
+    # The held-out predictions behind the accuracies: slot j names entity j's cell on every scored frame.
+    assert result.scored.shape == (FRAMES,) and 0 < result.scored.sum() < FRAMES
+    assert result.predicted.shape == (result.scored.sum(), ENTITIES, ENTITIES)
+    np.testing.assert_array_equal(result.predicted[:, range(ENTITIES), range(ENTITIES)], cells[result.scored])
 
 
 def test_shuffled_slots_give_the_same_scores_and_a_permuted_matching(cells: np.ndarray) -> None:

@@ -20,7 +20,7 @@ RUNS = [
     ("action_probe.py", [], "recall"),
     ("agent_key_distances.py", [], "nearest:"),
     ("dci_penalties.py", ["--episodes", "4"], "picked penalties"),
-    ("dci_probe_fits.py", ["--episodes", "4", "--iterations", "5", "50"], "at most 50 iterations"),
+    ("dci_probe_fits.py", ["--episodes", "4", "--iterations", "5", "50", "--l2-grid", "1e-3", "1e-6"], "at most 50"),
     ("probe_misses.py", ["--episodes", "4"], "misses one cell off"),
     ("rollout_agent_errors.py", [], "rollout step 10"),
     ("slot_masses.py", [], "share of each agent's cell"),
@@ -64,6 +64,7 @@ def test_scripts_refuse_bad_input_with_a_reason(tiny_checkpoints: Path, tiny_dat
         (("step_errors.py", tmp_path, tiny_dataset), str(tmp_path)),
         (("slot_claims.py", flam, tiny_dataset), "has the attention aggregator"),
         (("dci_probe_fits.py", flam, tiny_dataset, "--iterations", "0"), "--iterations must be positive"),
+        (("dci_probe_fits.py", flam, tiny_dataset, "--l2-grid", "-1"), "--l2-grid penalties must be >= 0"),
     ]
     for args, reason in cases:
         status = run_script(monkeypatch, *args)  # argparse's error: usage, then the reason, status 2

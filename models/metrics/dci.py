@@ -52,6 +52,8 @@ class DCIResult:
     matching: list[tuple[int, int]]  # (slot, entity) pairs of the Hungarian matching on R
     accuracy: np.ndarray  # [K,N] held-out accuracy of every probe
     l2: np.ndarray | None = None  # [K,N] the penalty each probe was fitted with (None: scores from a given R)
+    scored: np.ndarray | None = None  # [F] bool: the frames the probes were scored on (None: scores from a given R)
+    predicted: np.ndarray | None = None  # [F',K,N] each probe's predicted cell on those frames
 
 
 def split_frames(num_frames: int, fit_fraction: float, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
@@ -175,12 +177,12 @@ def _fit_probes(
 
 
 def _probe_scores(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean probability each probe gives the true cell, and its accuracy, over frames x [F,K,D], y [F,N]: [K,N] each."""
+    """Over frames x [F,K,D], y [F,N]: the mean probability each probe gives the true cell [K,N], and each probe's
+    predicted cell on every frame [F,K,N]."""
     probs = torch.softmax(torch.einsum("fkd,kndc->fknc", x, weight) + bias, dim=-1)  # [F,K,N,C]
     truth = y[:, None, :, None].expand(-1, probs.shape[1], -1, 1)  # [F,K,N,1]
     p_true = probs.gather(-1, truth).squeeze(-1).mean(dim=0)  # [K,N]
-    accuracy = (probs.argmax(dim=-1) == y[:, None, :]).float().mean(dim=0)  # [K,N]
-    return p_true, accuracy
+    return p_true, probs.argmax(dim=-1)
 
 
 def _select_l2(
@@ -278,7 +280,8 @@ def dci(
         weight, bias = _fit_probes(z[fit], y[fit], num_cells, l2, config, picked)
     with torch.inference_mode():
         held_y = y[~fit]  # [F',N]
-        p_true, accuracy = _probe_scores(z[~fit], held_y, weight, bias)  # [K,N] each, on the scored part
+        p_true, predicted = _probe_scores(z[~fit], held_y, weight, bias)  # [K,N], [F',K,N] on the scored part
+        accuracy = (predicted == held_y[:, None, :]).float().mean(dim=0)  # [K,N]
         # Chance: the fitted cell frequencies (add-one smoothed) used as the prediction for every frame.
         counts = torch.stack([torch.bincount(y[fit][:, j], minlength=num_cells) for j in range(y.shape[1])])  # [N,C]
         freq = (counts + 1.0) / (counts.sum(dim=1, keepdim=True) + num_cells)  # [N,C]
@@ -286,7 +289,7 @@ def dci(
     headroom = (1.0 - p_chance).clamp(min=1e-6)  # [N]; an entity that never moves has no headroom and R = 0
     importance = ((p_true - p_chance) / headroom).clamp(min=0.0) * (1.0 - p_chance > 1e-6)  # [K,N]
     result = dci_from_importance(importance.numpy(), accuracy.numpy(), config.min_importance)
-    return replace(result, l2=l2.numpy())
+    return replace(result, l2=l2.numpy(), scored=~fit_np, predicted=predicted.numpy())
 
 
 def dci_random_reference(
