@@ -54,7 +54,10 @@ def main() -> None:
     grid = inference.masks.shape[-1]
     positions = np.stack([dataset.ground_truth(e).positions for e in episodes])  # [V, T, N, 2]
     cells = torch.from_numpy(entity_cells(positions[:, 0], dataset.image_size, grid))  # [V, N] at the context frame
-    at_cells = lambda x: x.float().gather(2, cells[:, None].expand(-1, x.shape[1], -1)).mean(0).T.numpy()  # noqa: E731
+
+    def at_cells(per_token: torch.Tensor) -> np.ndarray:  # [V, K, N tokens] -> [agents, K]: read at each agent's cell
+        return per_token.float().gather(2, cells[:, None].expand(-1, per_token.shape[1], -1)).mean(0).T.numpy()
+
     scale = lam.aggregator.anchor_scale
     print(
         f"{args.checkpoint}: {len(episodes)} episodes of '{args.split}'; anchor scale "
