@@ -97,6 +97,12 @@ class FLAMConfig:
     # and 0.1, nothing moved: a taken-over cell is held at a share near 1, where that passes back almost no gradient;
     # the log form at 0.003 took the red agent's handovers from 24% to 4% (reports/recipe-variants). 0 = off.
     jump_cost: float = 0.0
+    # A loss that each slot's value says where its attention mask is: a linear readout (trained with the model, used
+    # by nothing else) from the slot to a distribution over the grid's tokens, charged the cross-entropy to the
+    # slot's own mask (fixed, as a distribution; weighted by the mask's mass up to 1, so an empty slot is not asked).
+    # Nothing else in the loss needs a slot to know its position beyond what moves it: with the anchored aggregator
+    # the masks place the writes. With factorizer.slot_cells, a slot can answer with its cell code. 0 = off.
+    cell_readout: float = 0.0
     # Training steps before the background, impurity, mass-cap and jump costs start; they then ramp up linearly over as
     # many steps again. The slots must read the entities before the cost may empty them: a cost on mass of 0.005
     # from step 0 drove every token into the sink within 200 steps, and at step 1,500 no slot carried an action
@@ -133,6 +139,8 @@ class FLAMConfig:
             raise ValueError("slot_capacity and capacity_weight must be >= 0")
         if self.change_weight < 0:
             raise ValueError("change_weight must be >= 0")
+        if self.cell_readout < 0:
+            raise ValueError("cell_readout must be >= 0")
         if min(self.background_cost, self.impurity_cost, self.slot_mass_cap, self.mass_cap_weight, self.jump_cost) < 0:
             raise ValueError(
                 "background_cost, impurity_cost, slot_mass_cap, mass_cap_weight and jump_cost must be >= 0"
@@ -364,6 +372,17 @@ def jump_nats(masks: torch.Tensor, held: float = 0.1) -> torch.Tensor:
     return (nats * ~reach).sum(dim=(-1, -2)) * holder
 
 
+def readout_nats(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """logits and masks [.., K, N] -> the mean KL from each slot's mask (as a distribution over the tokens) to its
+    readout, weighted by the mask's mass up to 1. The KL, not the cross-entropy: 0 means the slot says exactly where
+    it is, whatever the spread of its mask."""
+    mass = masks.sum(dim=-1)
+    target = masks / mass.clamp_min(1e-6)[..., None]
+    kl = (target * (target.clamp_min(1e-30).log() - F.log_softmax(logits, dim=-1))).sum(dim=-1)
+    weight = mass.clamp_max(1.0)
+    return (weight * kl).sum() / weight.sum().clamp_min(1e-6)
+
+
 class FLAM(nn.Module):
     """The factored latent action model (stage 2), trained on frozen tokenizer features."""
 
@@ -376,6 +395,8 @@ class FLAM(nn.Module):
         self.idm = InverseDynamics(config)
         self.fdm = ForwardDynamics(config)
         self.aggregator = Aggregator(config) if config.aggregator == "attention" else MixtureAggregator(config)
+        if config.cell_readout > 0:
+            self.readout = nn.Linear(config.factorizer.width, config.factorizer.grid**2)
         if self.scheduled_costs or config.split_every:  # their schedule: steps taken, saved so a resumed run goes on
             self.register_buffer("steps_trained", torch.zeros((), dtype=torch.long))
         if config.split_every:  # since the last split check: each slot's summed action rate and attention mass
@@ -410,6 +431,10 @@ class FLAM(nn.Module):
         if self.config.slot_capacity > 0:
             loss = loss + self.config.capacity_weight * (rates - self.config.slot_capacity).clamp_min(0).sum()
         logs = {"mse": mse.item(), "kl": kl.item()}
+        if self.config.cell_readout > 0:
+            nats = readout_nats(self.readout(slots.float()), masks.detach().float())
+            loss = loss + self.config.cell_readout * nats
+            logs["readout_nats"] = nats.item()
         if self.config.background_cost > 0:
             nats = -factored.background_log_share.mean()  # per token: -log(the sink's share)
             loss = loss + self.config.background_cost * self.cost_ramp() * nats

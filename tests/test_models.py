@@ -8,8 +8,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from flam.models.factorizer import Factorizer, FactorizerConfig, entity_halves, kmeans, token_weights
-from flam.models.flam import FLAM, FLAMConfig, jump_nats, jumped_mass
+from flam.models.factorizer import (
+    Factorizer,
+    FactorizerConfig,
+    cell_code,
+    entity_halves,
+    kmeans,
+    token_weights,
+)
+from flam.models.flam import FLAM, FLAMConfig, jump_nats, jumped_mass, readout_nats
 from flam.models.lam import Inference
 from flam.models.layers import change_weighted_mse
 from flam.models.monolithic import Monolithic, MonolithicConfig
@@ -126,6 +133,69 @@ def test_slot_positions_start_as_the_same_model_and_follow_the_mask() -> None:
     torch.testing.assert_close(where[1], torch.tensor([-1 + 1 / (G - 1), 1.0, 1.0]))  # rows 0 and 1, last column
     # Half a token: its coordinates (row 1, column 1 of 4: -1/3 each) faded by the mass floor of 1, and mass 0.5
     torch.testing.assert_close(where[2], torch.tensor([-1 / 6, -1 / 6, 0.5]))
+
+
+def test_cell_code_shares_each_axis_between_the_two_nearest_rows_and_gives_the_centroid_back() -> None:
+    centres = torch.linspace(-1, 1, G)  # rows at -1, -1/3, 1/3, 1
+    centroid = torch.tensor([[-1 / 3, 0.0], [1.0, -1.0]])  # on row 1 and between columns 1 and 2; a corner
+    code = cell_code(centroid, centres).unflatten(-1, (2, G))  # [2, axis, G]
+    torch.testing.assert_close(code[0, 0], torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    torch.testing.assert_close(code[0, 1], torch.tensor([0.0, 0.5, 0.5, 0.0]))
+    torch.testing.assert_close(code[1], torch.tensor([[0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(code @ centres, centroid)
+
+
+def test_slot_cells_start_as_the_same_model_and_give_each_cell_its_own_direction() -> None:
+    config = FactorizerConfig(feature_dim=E, grid=G, n_slots=K, width=16, heads=2, slot_positions=True)
+    base = Factorizer(config).eval()
+    torch.nn.init.normal_(base.place.weight)
+    celled = Factorizer(replace(config, slot_cells=True)).eval()
+    celled.load_state_dict(base.state_dict(), strict=False)  # only the cell code's projection is new, at zeros
+    z = codes()
+    with torch.no_grad():
+        torch.testing.assert_close(celled(z).slots, base(z).slots)
+        torch.nn.init.zeros_(celled.place.weight)
+        torch.nn.init.zeros_(celled.place.bias)
+        torch.nn.init.eye_(celled.place_cells.weight[: 2 * G])  # slot value dims := the rows' then columns' shares
+        masks = torch.eye(G * G)[:, None].expand(G * G, K, G * G)  # every slot on one token, each frame another
+        code = celled._placed(torch.zeros(G * G, K, 16), masks)[:, 0, : 2 * G]
+    # Each token is the one-hot of its row next to the one-hot of its column: a linear read of the cell is exact
+    rows, cols = torch.arange(G * G) // G, torch.arange(G * G) % G
+    assert torch.equal(code[:, :G].argmax(-1), rows) and torch.equal(code[:, G:].argmax(-1), cols)
+    assert torch.equal(code.sum(-1), torch.full((G * G,), 2.0))
+    with pytest.raises(ValueError, match="slot_cells needs slot_positions=true"):
+        replace(config, slot_positions=False, slot_cells=True)
+
+
+def test_readout_nats_are_the_kl_from_each_slots_mask_weighted_by_its_mass_up_to_one() -> None:
+    masks = torch.zeros(1, 3, 4)
+    masks[0, 0, 1] = 1.0  # one whole token
+    masks[0, 1, 2:] = 1.0  # two tokens: mass 2 weighs 1
+    masks[0, 2, 0] = 0.5  # half a token: weighs 0.5
+    logits = torch.log(torch.tensor([[[0.1, 0.7, 0.1, 0.1], [0.1, 0.1, 0.4, 0.4], [0.25, 0.25, 0.25, 0.25]]]))
+    kl = torch.tensor([math.log(1 / 0.7), math.log(0.5 / 0.4), math.log(4)])
+    torch.testing.assert_close(readout_nats(logits, masks), (kl * torch.tensor([1, 1, 0.5])).sum() / 2.5)
+    exact = (masks / masks.sum(-1, keepdim=True)).clamp_min(1e-12).log()  # each slot reads out its own mask
+    assert readout_nats(exact, masks) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_cell_readout_charges_the_readout_nats_and_pulls_only_on_the_slots() -> None:
+    z = codes()
+    losses = {}
+    for weight in (0.0, 0.1):
+        torch.manual_seed(0)
+        model = FLAM(replace(flam_config(), cell_readout=weight)).eval()
+        losses[weight] = model(z)
+    factored = model.factorizer(z)
+    nats = readout_nats(model.readout(factored.slots.float()), factored.masks.float())
+    torch.testing.assert_close(losses[0.1].loss, losses[0.0].loss + 0.1 * nats)
+    assert losses[0.1].logs["readout_nats"] == pytest.approx(nats.item(), rel=1e-5)
+    slots = factored.slots.detach().requires_grad_(True)
+    masks = factored.masks.detach().requires_grad_(True)
+    readout_nats(model.readout(slots), masks.detach()).backward()
+    assert slots.grad.abs().sum() > 0  # the slots are asked to say where their masks are, not the masks to move
+    with pytest.raises(ValueError, match="cell_readout must be >= 0"):
+        replace(flam_config(), cell_readout=-1.0)
 
 
 def test_carried_slots_start_as_the_same_model_and_only_from_the_second_frame() -> None:
