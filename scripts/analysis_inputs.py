@@ -46,14 +46,20 @@ def open_inputs(
     return model, dataset, episodes
 
 
+def slot_frames(model: WorldModel, dataset: Dataset, episodes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FLAM's slots [V, T, K, D] and attention masks [V, T, K, h, w] on every frame of the episodes."""
+    slots, masks = [], []
+    with torch.inference_mode():
+        for first in range(0, len(episodes), 16):
+            _, inference = model.analyse(torch.from_numpy(dataset.frames_for(episodes[first : first + 16])))
+            slots.append(inference.slots.float())
+            masks.append(inference.masks.float())
+    return torch.cat(slots), torch.cat(masks)
+
+
 def probe_inputs(
     model: WorldModel, dataset: Dataset, episodes: list[int]
 ) -> tuple[torch.Tensor, np.ndarray, int, np.ndarray]:
     """What DCI's probes read, as `flam eval` gives it them: the FLAM's slots on every frame of the episodes, each
     entity's probe-grid cell, the number of cells and each frame's episode (see dci_inputs)."""
-    slots = []
-    with torch.inference_mode():
-        for first in range(0, len(episodes), 16):
-            _, inference = model.analyse(torch.from_numpy(dataset.frames_for(episodes[first : first + 16])))
-            slots.append(inference.slots.float())
-    return dci_inputs(torch.cat(slots), dataset, episodes)
+    return dci_inputs(slot_frames(model, dataset, episodes)[0], dataset, episodes)

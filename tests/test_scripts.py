@@ -21,7 +21,7 @@ RUNS = [
     ("agent_key_distances.py", [], "nearest:"),
     ("dci_penalties.py", ["--episodes", "4"], "picked penalties"),
     ("dci_probe_fits.py", ["--episodes", "4", "--iterations", "5", "50", "--l2-grid", "1e-3", "1e-6"], "at most 50"),
-    ("probe_misses.py", ["--episodes", "4"], "misses one cell off"),
+    ("probe_misses.py", ["--episodes", "4"], "masks peak on their entity's cell"),
     ("rollout_agent_errors.py", [], "rollout step 10"),
     ("slot_masses.py", [], "share of each agent's cell"),
     ("step_errors.py", ["--start", "0", "3"], "moves lost, by agent"),
