@@ -101,7 +101,9 @@ class FLAMConfig:
     # by nothing else) from the slot to a distribution over the grid's tokens, charged the cross-entropy to the
     # slot's own mask (fixed, as a distribution; weighted by the mask's mass up to 1, so an empty slot is not asked).
     # Nothing else in the loss needs a slot to know its position beyond what moves it: with the anchored aggregator
-    # the masks place the writes. With factorizer.slot_cells, a slot can answer with its cell code. 0 = off.
+    # the masks place the writes. With factorizer.slot_cells, a slot can answer with its cell code. Both, as a
+    # 1,500-step fine-tuning stage of the shipped 8-agent flam-anchored: DCI informativeness 0.86 -> 0.98 on validation,
+    # PSNR unchanged (reports/recipe-variants, "A cell code in the slots"). 0 = off.
     cell_readout: float = 0.0
     # Training steps before the background, impurity, mass-cap and jump costs start; they then ramp up linearly over as
     # many steps again. The slots must read the entities before the cost may empty them: a cost on mass of 0.005

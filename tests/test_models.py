@@ -179,7 +179,7 @@ def test_readout_nats_are_the_kl_from_each_slots_mask_weighted_by_its_mass_up_to
     assert readout_nats(exact, masks) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_cell_readout_charges_the_readout_nats_and_pulls_only_on_the_slots() -> None:
+def test_cell_readout_charges_the_readout_nats() -> None:
     z = codes()
     losses = {}
     for weight in (0.0, 0.1):
@@ -190,10 +190,6 @@ def test_cell_readout_charges_the_readout_nats_and_pulls_only_on_the_slots() -> 
     nats = readout_nats(model.readout(factored.slots.float()), factored.masks.float())
     torch.testing.assert_close(losses[0.1].loss, losses[0.0].loss + 0.1 * nats)
     assert losses[0.1].logs["readout_nats"] == pytest.approx(nats.item(), rel=1e-5)
-    slots = factored.slots.detach().requires_grad_(True)
-    masks = factored.masks.detach().requires_grad_(True)
-    readout_nats(model.readout(slots), masks.detach()).backward()
-    assert slots.grad.abs().sum() > 0  # the slots are asked to say where their masks are, not the masks to move
     with pytest.raises(ValueError, match="cell_readout must be >= 0"):
         replace(flam_config(), cell_readout=-1.0)
 
