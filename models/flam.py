@@ -98,8 +98,8 @@ class FLAMConfig:
     # the log form at 0.003 took the red agent's handovers from 24% to 4% (reports/recipe-variants). 0 = off.
     jump_cost: float = 0.0
     # A loss that each slot's value says where its attention mask is: a linear readout (trained with the model, used
-    # by nothing else) from the slot to a distribution over the grid's tokens, charged the cross-entropy to the
-    # slot's own mask (fixed, as a distribution; weighted by the mask's mass up to 1, so an empty slot is not asked).
+    # by nothing else) from the slot to a distribution over the grid's tokens, charged the KL from the slot's own
+    # mask (fixed, as a distribution; weighted by the mask's mass up to 1, so an empty slot is not asked).
     # Nothing else in the loss needs a slot to know its position beyond what moves it: with the anchored aggregator
     # the masks place the writes. With factorizer.slot_cells, a slot can answer with its cell code. Both, as a
     # 1,500-step fine-tuning stage of the shipped 8-agent flam-anchored: DCI informativeness 0.86 -> 0.98 on validation,
