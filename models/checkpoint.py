@@ -194,6 +194,22 @@ def read_training_record(folder: Path) -> dict[str, Any] | None:
         raise CheckpointError(f"{path}: not valid JSON ({error})") from None
 
 
+def training_lineage(training: dict[str, Any]) -> list[dict[str, Any]]:
+    """A training record, then the records of the runs it was fine-tuned from (its `init` chain), newest first."""
+    records = []
+    while training:
+        records.append(training)
+        training = training.get("init")
+    return records
+
+
+def lineage_totals(training: dict[str, Any]) -> tuple[int, float]:
+    """The steps and seconds of a run and of every run it was fine-tuned from, summed: what training the model from
+    nothing with this recipe costs."""
+    records = training_lineage(training)
+    return sum(int(r.get("step") or 0) for r in records), sum(float(r.get("seconds") or 0.0) for r in records)
+
+
 def read_training(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The JSON and tensor halves of a checkpoint's training state (for --resume)."""
     folder = Path(folder)

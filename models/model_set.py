@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flam.models.checkpoint import CONFIG_FILE, read_header, read_training_record
+from flam.models.checkpoint import CONFIG_FILE, lineage_totals, read_header, read_training_record, training_lineage
 from flam.models.registry import LAM_KINDS
 from flam.worlds.dataset import Dataset, write_subset
 
@@ -49,17 +49,10 @@ class ModelEntry:
             "seconds": training.get("seconds"),
             "last_validation": history[-1],
         }
-        chain, init = [], training.get("init")
-        while init:
-            chain.append({"steps": init.get("step"), "seconds": init.get("seconds")})
-            init = init.get("init")
+        chain = [{"steps": r.get("step"), "seconds": r.get("seconds")} for r in training_lineage(training)[1:]]
         if chain:
-            runs = [summary, *chain]
-            summary |= {
-                "fine_tuned_from": chain,
-                "total_steps": sum(run["steps"] or 0 for run in runs),
-                "total_seconds": round(sum(run["seconds"] or 0 for run in runs), 1),
-            }
+            steps, seconds = lineage_totals(training)
+            summary |= {"fine_tuned_from": chain, "total_steps": steps, "total_seconds": round(seconds, 1)}
         return summary
 
 

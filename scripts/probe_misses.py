@@ -31,8 +31,8 @@ def main() -> None:
     parser = analysis_parser(__doc__, episodes=100, checkpoint="a FLAM checkpoint")
     args = parser.parse_args()
     model, dataset, episodes = open_inputs(parser, args, slots=True)
-    slots, masks = slot_frames(model, dataset, episodes)
-    flat, cells, num_cells, groups = dci_inputs(slots, dataset, episodes)
+    values, masks = slot_frames(model, dataset, episodes)
+    flat, cells, num_cells, groups = dci_inputs(values, dataset, episodes)
     result = dci(flat, cells, num_cells, groups=groups)  # as `flam eval` scores them
     slots, entities = (list(side) for side in zip(*result.matching, strict=True))
     y = cells[result.scored][:, entities]  # [F',P]: the matched entities' cells on the scored frames

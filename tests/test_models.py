@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ from flam.models.flam import FLAM, FLAMConfig, jump_nats, jumped_mass, readout_n
 from flam.models.lam import Inference
 from flam.models.layers import change_weighted_mse
 from flam.models.monolithic import Monolithic, MonolithicConfig
+from flam.models.outputs import Loss
 from flam.models.tokenizer import FSQ, Tokenizer, TokenizerConfig
 
 E, G, K, A = 3, 4, 3, 4
@@ -28,6 +31,24 @@ E, G, K, A = 3, 4, 3, 4
 def flam_config(**kwargs) -> FLAMConfig:
     factorizer = FactorizerConfig(feature_dim=E, grid=G, n_slots=K, width=16, heads=2, iterations=2)
     return FLAMConfig(factorizer=factorizer, action_dim=A, idm_layers=1, fdm_layers=1, aggregator_layers=1, **kwargs)
+
+
+def losses_over(
+    z: torch.Tensor,
+    option: str,
+    values: tuple[float, ...],
+    prepare: Callable[[FLAM], FLAM] = lambda model: model,
+    **fixed: Any,
+) -> tuple[dict[float, Loss], FLAM]:
+    """The loss on clip z of the same seeded FLAM (eval: the posterior mean) with `option` set to each value and the
+    other options `fixed`: {value: Loss}, and the last of those models, to read what it charged."""
+    losses = {}
+    for value in values:
+        torch.manual_seed(0)
+        model = prepare(FLAM(replace(flam_config(), **fixed, **{option: value})).eval())
+        with torch.no_grad():
+            losses[value] = model(z)
+    return losses, model
 
 
 def codes(b: int = 2, t: int = 5, seed: int = 0) -> torch.Tensor:
@@ -181,13 +202,10 @@ def test_readout_nats_are_the_kl_from_each_slots_mask_weighted_by_its_mass_up_to
 
 def test_cell_readout_charges_the_readout_nats() -> None:
     z = codes()
-    losses = {}
-    for weight in (0.0, 0.1):
-        torch.manual_seed(0)
-        model = FLAM(replace(flam_config(), cell_readout=weight)).eval()
-        losses[weight] = model(z)
-    factored = model.factorizer(z)
-    nats = readout_nats(model.readout(factored.slots.float()), factored.masks.float())
+    losses, model = losses_over(z, "cell_readout", (0.0, 0.1))
+    with torch.no_grad():
+        factored = model.factorizer(z)
+        nats = readout_nats(model.readout(factored.slots.float()), factored.masks.float())
     torch.testing.assert_close(losses[0.1].loss, losses[0.0].loss + 0.1 * nats)
     assert losses[0.1].logs["readout_nats"] == pytest.approx(nats.item(), rel=1e-5)
     with pytest.raises(ValueError, match="cell_readout must be >= 0"):
@@ -418,13 +436,7 @@ def test_aggregator_neighbourhood_starts_as_the_same_model_and_sees_the_cells_ar
 
 
 def test_slot_capacity_charges_only_the_rate_above_the_cap() -> None:
-    z = codes()
-    losses = {}
-    for capacity in (0.0, 1e-3, 1e6):
-        torch.manual_seed(0)
-        model = FLAM(flam_config(slot_capacity=capacity, capacity_weight=0.5)).eval()  # eval: the posterior mean
-        with torch.no_grad():
-            losses[capacity] = model(z)
+    losses, _ = losses_over(codes(), "slot_capacity", (0.0, 1e-3, 1e6), capacity_weight=0.5)
     base = losses[0.0]
     torch.testing.assert_close(losses[1e6].loss, base.loss)  # no slot reaches a huge cap
     kl = base.logs["kl"]
@@ -461,13 +473,9 @@ def test_change_weight_weighs_the_tokens_that_change() -> None:
 def test_background_cost_charges_the_mean_nats_a_token_keeps_out_of_the_sink() -> None:
     sink = replace(flam_config().factorizer, background_sink=True)
     z = codes()
-    losses = {}
-    for cost in (0.0, 0.5):
-        torch.manual_seed(0)
-        model = FLAM(replace(flam_config(), factorizer=sink, background_cost=cost)).eval()
-        with torch.no_grad():
-            losses[cost] = model(z)
-            masks = model.factorizer(z).masks
+    losses, model = losses_over(z, "background_cost", (0.0, 0.5), factorizer=sink)
+    with torch.no_grad():
+        masks = model.factorizer(z).masks
     nats = -(1 - masks.sum(dim=2)).log().mean()  # [B, T, N] the sink's share of every token, in nats
     assert nats > 0
     torch.testing.assert_close(losses[0.5].loss, losses[0.0].loss + 0.5 * nats)
@@ -486,13 +494,9 @@ def test_impurity_of_even_competitors_is_one_minus_their_share(sink: bool) -> No
 
 def test_impurity_cost_charges_the_mean_impurity_over_tokens_and_iterations() -> None:
     z = codes()
-    losses = {}
-    for cost in (0.0, 0.5):
-        torch.manual_seed(0)
-        model = FLAM(replace(flam_config(), impurity_cost=cost)).eval()
-        with torch.no_grad():
-            losses[cost] = model(z)
-            impurity = model.factorizer(z).impurity
+    losses, model = losses_over(z, "impurity_cost", (0.0, 0.5))
+    with torch.no_grad():
+        impurity = model.factorizer(z).impurity
     assert 0 < impurity.mean() < 1
     torch.testing.assert_close(losses[0.5].loss, losses[0.0].loss + 0.5 * impurity.mean())
     assert losses[0.5].logs["impurity"] == pytest.approx(impurity.mean().item(), rel=1e-5)
@@ -548,13 +552,9 @@ def test_scheduled_costs_enter_the_loss_scaled_by_the_ramp(cost: str) -> None:
 
 def test_mass_cap_charges_each_token_a_slot_holds_above_the_cap() -> None:
     z = codes()
-    losses = {}
-    for cap in (0.0, 2.0):
-        torch.manual_seed(0)
-        model = FLAM(replace(flam_config(), slot_mass_cap=cap, mass_cap_weight=0.1)).eval()
-        with torch.no_grad():
-            losses[cap] = model(z)
-            mass = model.factorizer(z).masks.sum(dim=-1)  # [B, T, K] tokens each slot holds
+    losses, model = losses_over(z, "slot_mass_cap", (0.0, 2.0), mass_cap_weight=0.1)
+    with torch.no_grad():
+        mass = model.factorizer(z).masks.sum(dim=-1)  # [B, T, K] tokens each slot holds
     excess = (mass - 2.0).clamp_min(0).sum(dim=-1).mean()
     assert 0 < excess < mass.sum(dim=-1).mean()  # some slots are above the cap, and only the excess counts
     torch.testing.assert_close(losses[2.0].loss, losses[0.0].loss + 0.1 * excess)
@@ -595,13 +595,9 @@ def test_jump_nats_charge_the_slot_that_takes_over_and_keep_their_gradient_at_a_
 
 def test_jump_cost_charges_the_jump_nats() -> None:
     z = codes()
-    losses = {}
-    for cost in (0.0, 0.1):
-        torch.manual_seed(0)
-        model = sharpen(FLAM(replace(flam_config(), jump_cost=cost)).eval())
-        with torch.no_grad():
-            losses[cost] = model(z)
-            masks = model.factorizer(z).masks.unflatten(-1, (G, G))
+    losses, model = losses_over(z, "jump_cost", (0.0, 0.1), prepare=sharpen)
+    with torch.no_grad():
+        masks = model.factorizer(z).masks.unflatten(-1, (G, G))
     nats = jump_nats(masks).sum(dim=-1).mean()
     assert nats > 0
     torch.testing.assert_close(losses[0.1].loss, losses[0.0].loss + 0.1 * nats)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flam.models.checkpoint import CONFIG_FILE, TRAINING_FILE, read_training_record
+from flam.models.checkpoint import CONFIG_FILE, TRAINING_FILE, lineage_totals, read_training_record
 from flam.models.model_set import EVAL_FILE
 from flam.models.report import summary_table, write_text
 
@@ -72,11 +72,7 @@ def _lineage_line(training: dict[str, Any]) -> list[str]:
     training it from nothing costs with this recipe)."""
     if not training.get("init"):
         return []
-    steps, seconds, record = 0, 0.0, training
-    while record:
-        steps += int(record.get("step") or 0)
-        seconds += float(record.get("seconds") or 0.0)
-        record = record.get("init")
+    steps, seconds = lineage_totals(training)
     return [
         f"  - in all, with the runs it was fine-tuned from: {steps} steps, {seconds:.0f} s ({seconds / 3600:.2f} h)"
     ]
