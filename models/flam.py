@@ -110,6 +110,12 @@ class FLAMConfig:
     # from step 0 drove every token into the sink within 200 steps, and at step 1,500 no slot carried an action
     # (slot mass 0.002, validation MSE stuck at 0.050; without the cost, 4 action slots and 0.037 by then).
     background_warmup: int = 0
+    # Training steps over which the sampling noise of the actions the forward model gets ramps linearly from 0 to the
+    # posterior's full scale (its means alone at step 0). The posterior starts at unit variance while the inverse
+    # dynamics' means are small, so at first the forward model sees almost only noise where the actions go and learns
+    # to do without them; at 8 agents no slot's action carried information for the first 2,500 steps (shipped base)
+    # or 4,000 (recipe-variants, "8 agents: a short recipe"). The KL is charged in full from step 0. 0 = off.
+    action_noise_warmup: int = 0
     # Slot splitting (needs factorizer.query_offsets): every `split_every` training steps (counted by `steps_trained`;
     # up to step `split_until`, 0 = to the end) the slot with the highest action rate since the last check is split
     # in two when its rate is at least `split_ratio` times the median action slot's and a slot carries no action
@@ -147,8 +153,8 @@ class FLAMConfig:
             raise ValueError(
                 "background_cost, impurity_cost, slot_mass_cap, mass_cap_weight and jump_cost must be >= 0"
             )
-        if self.background_warmup < 0:
-            raise ValueError("background_warmup must be >= 0")
+        if self.background_warmup < 0 or self.action_noise_warmup < 0:
+            raise ValueError("background_warmup and action_noise_warmup must be >= 0")
         if self.split_every < 0 or self.split_until < 0 or self.split_ratio < 1:
             raise ValueError("split_every and split_until must be >= 0 (steps) and split_ratio >= 1")
         if self.split_every and not self.factorizer.query_offsets:
@@ -399,7 +405,7 @@ class FLAM(nn.Module):
         self.aggregator = Aggregator(config) if config.aggregator == "attention" else MixtureAggregator(config)
         if config.cell_readout > 0:
             self.readout = nn.Linear(config.factorizer.width, config.factorizer.grid**2)
-        if self.scheduled_costs or config.split_every:  # their schedule: steps taken, saved so a resumed run goes on
+        if self.counts_steps:  # the schedules' clock: steps taken, saved so a resumed run goes on
             self.register_buffer("steps_trained", torch.zeros((), dtype=torch.long))
         if config.split_every:  # since the last split check: each slot's summed action rate and attention mass
             self.register_buffer("split_stats", torch.zeros(2, self.n_slots))
@@ -419,7 +425,13 @@ class FLAM(nn.Module):
         current = slots[:, :-1].flatten(0, 1)  # [B*(T-1), K, D]
         upcoming = slots[:, 1:].flatten(0, 1)  # [B*(T-1), K, D]
         mean, logvar = self.idm(current, upcoming)  # [B*(T-1), K, A]
-        actions = reparameterize(mean, logvar) if self.training else mean
+        if not self.training:
+            actions = mean
+        elif self.config.action_noise_warmup:
+            ramp = min(1.0, int(self.steps_trained) / self.config.action_noise_warmup)
+            actions = mean + ramp * torch.randn_like(mean) * (0.5 * logvar).exp()
+        else:
+            actions = reparameterize(mean, logvar)
         z_next = self.aggregator(
             z[:, :-1].flatten(0, 1), self.fdm(current, actions), masks[:, :-1].flatten(0, 1)
         )  # [B*(T-1), E, h, w]
@@ -453,7 +465,7 @@ class FLAM(nn.Module):
             jumped = jump_nats(self._masks(masks)).sum(dim=-1).mean()
             loss = loss + self.config.jump_cost * self.cost_ramp() * jumped
             logs["jump_nats"] = jumped.item()
-        if self.training and (self.scheduled_costs or self.config.split_every):
+        if self.training and self.counts_steps:
             self.steps_trained += 1
         if self.training and self.config.split_every:
             self.split_batch = z.detach()  # the tokens a split divides
@@ -466,6 +478,12 @@ class FLAM(nn.Module):
         """Whether the loss has costs that follow the warm-up schedule (background, impurity, mass cap, jumps)."""
         c = self.config
         return c.background_cost > 0 or c.impurity_cost > 0 or c.slot_mass_cap > 0 or c.jump_cost > 0
+
+    @property
+    def counts_steps(self) -> bool:
+        """Whether something follows the training steps: scheduled costs, slot splits or the action noise ramp."""
+        c = self.config
+        return self.scheduled_costs or c.split_every > 0 or c.action_noise_warmup > 0
 
     def cost_ramp(self) -> float:
         """How much of the scheduled costs applies at this point of training: 0 during the warm-up, then a linear

@@ -550,6 +550,29 @@ def test_scheduled_costs_enter_the_loss_scaled_by_the_ramp(cost: str) -> None:
     torch.testing.assert_close(half, full / 2)
 
 
+def test_action_noise_ramps_in_from_the_posterior_means() -> None:
+    z = codes()
+    torch.manual_seed(0)
+    model = FLAM(flam_config(action_noise_warmup=4))
+    torch.manual_seed(0)
+    plain = FLAM(flam_config())  # the same weights, sampling at full scale from step 0
+    with torch.no_grad():
+        means_only = model.eval()(z).loss
+        model.train()
+        assert model(z).loss == means_only  # step 0: the forward model gets the means, as in inference
+        assert int(model.steps_trained) == 1
+        model.steps_trained.fill_(2)  # half-way: half the noise
+        torch.manual_seed(1)
+        half = model(z).loss
+        model.steps_trained.fill_(4)  # the end of the ramp: the posterior's own samples
+        torch.manual_seed(1)
+        full = model(z).loss
+        torch.manual_seed(1)
+        sampled = plain.train()(z).loss
+    assert half != means_only and half != full
+    assert full == sampled
+
+
 def test_mass_cap_charges_each_token_a_slot_holds_above_the_cap() -> None:
     z = codes()
     losses, model = losses_over(z, "slot_mass_cap", (0.0, 2.0), mass_cap_weight=0.1)
@@ -759,8 +782,10 @@ def test_flam_config_rejects_unknown_choices() -> None:
         flam_config(impurity_cost=-1.0)
     with pytest.raises(ValueError, match="mass_cap_weight and jump_cost must be >= 0"):
         flam_config(jump_cost=-1.0)
-    with pytest.raises(ValueError, match="background_warmup must be >= 0"):
+    with pytest.raises(ValueError, match="background_warmup and action_noise_warmup must be >= 0"):
         flam_config(background_warmup=-1)
+    with pytest.raises(ValueError, match="background_warmup and action_noise_warmup must be >= 0"):
+        flam_config(action_noise_warmup=-1)
     with pytest.raises(ValueError, match="needs factorizer.background_sink"):
         flam_config(background_cost=0.01)
 
