@@ -114,7 +114,8 @@ class FLAMConfig:
     # posterior's full scale (its means alone at step 0). The posterior starts at unit variance while the inverse
     # dynamics' means are small, so at first the forward model sees almost only noise where the actions go and learns
     # to do without them; at 8 agents no slot's action carried information for the first 2,500 steps (shipped base)
-    # or 4,000 (recipe-variants, "8 agents: a short recipe"). The KL is charged in full from step 0. 0 = off.
+    # or 4,000 (recipe-variants, "8 agents: a short recipe"). The KL is charged in full from step 0. Ramped over
+    # 1,000 steps there, it did not shorten that wait: no slot held one agent whose moves a mean could carry. 0 = off.
     action_noise_warmup: int = 0
     # Slot splitting (needs factorizer.query_offsets): every `split_every` training steps (counted by `steps_trained`;
     # up to step `split_until`, 0 = to the end) the slot with the highest action rate since the last check is split
@@ -425,13 +426,7 @@ class FLAM(nn.Module):
         current = slots[:, :-1].flatten(0, 1)  # [B*(T-1), K, D]
         upcoming = slots[:, 1:].flatten(0, 1)  # [B*(T-1), K, D]
         mean, logvar = self.idm(current, upcoming)  # [B*(T-1), K, A]
-        if not self.training:
-            actions = mean
-        elif self.config.action_noise_warmup:
-            ramp = min(1.0, int(self.steps_trained) / self.config.action_noise_warmup)
-            actions = mean + ramp * torch.randn_like(mean) * (0.5 * logvar).exp()
-        else:
-            actions = reparameterize(mean, logvar)
+        actions = reparameterize(mean, logvar, self.noise_ramp()) if self.training else mean
         z_next = self.aggregator(
             z[:, :-1].flatten(0, 1), self.fdm(current, actions), masks[:, :-1].flatten(0, 1)
         )  # [B*(T-1), E, h, w]
@@ -484,6 +479,11 @@ class FLAM(nn.Module):
         """Whether something follows the training steps: scheduled costs, slot splits or the action noise ramp."""
         c = self.config
         return self.scheduled_costs or c.split_every > 0 or c.action_noise_warmup > 0
+
+    def noise_ramp(self) -> float:
+        """The share of the posterior's sampling noise the actions get at this step (see action_noise_warmup)."""
+        warmup = self.config.action_noise_warmup
+        return 1.0 if warmup == 0 else min(1.0, int(self.steps_trained) / warmup)
 
     def cost_ramp(self) -> float:
         """How much of the scheduled costs applies at this point of training: 0 during the warm-up, then a linear

@@ -100,6 +100,6 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1)
 
 
-def reparameterize(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """A differentiable sample from N(mean, exp(logvar))."""
-    return mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, noise_scale: float = 1.0) -> torch.Tensor:
+    """A differentiable sample from N(mean, exp(logvar)), its noise scaled by `noise_scale` (FLAM's noise ramp)."""
+    return mean + noise_scale * torch.randn_like(mean) * (0.5 * logvar).exp()
