@@ -18,7 +18,7 @@ from flam.models.factorizer import (
     kmeans,
     token_weights,
 )
-from flam.models.flam import FLAM, FLAMConfig, jump_nats, jumped_mass, readout_nats
+from flam.models.flam import FLAM, FLAMConfig, crowded_slot, jump_nats, jumped_mass, readout_nats
 from flam.models.lam import Inference
 from flam.models.layers import change_weighted_mse
 from flam.models.monolithic import Monolithic, MonolithicConfig
@@ -703,6 +703,19 @@ def test_a_crowded_slot_is_split_into_the_idle_slot_with_the_least_mass() -> Non
     assert "split" not in check(4, 4.0, 2.0)  # no idle slot to split into
     assert "split" in check(4, 4.0, 0.0)
     assert "split_stats" in model.state_dict()  # saved, so a resumed run keeps its window
+
+
+def test_the_split_rule_leaves_the_slot_with_the_background_out_of_its_median() -> None:
+    # The short 8-agent recipe's first check: slot 0 holds two agents, slot 7 one, slot 9 the background and agents
+    masses = torch.tensor([5.33, 0.48, 0.05, 0.3, 0.07, 0.62, 0.45, 1.0, 0.4, 51.76])
+    rates = torch.tensor([6.649, 0.036, 0.015, 0.016, 0.012, 0.105, 0.018, 3.52, 0.014, 5.74])
+    assert crowded_slot(rates, masses, 1.5) == 0  # against slot 7's rate; the plain median (slot 9's) split nothing
+    assert crowded_slot(rates, masses, 2.0) is None
+    rates[9] = 12.0  # the wide slot is the busiest: it may be split, measured against the others
+    assert crowded_slot(rates, masses, 1.5) == 9
+    one = torch.tensor([0.0, 3.0, 0.0])  # a lone action slot is its own reference
+    assert crowded_slot(one, torch.tensor([1.0, 30.0, 1.0]), 1.5) is None
+    assert crowded_slot(torch.zeros(3), torch.ones(3), 1.5) is None  # no action slot yet
 
 
 def test_kmeans_finds_separate_groups() -> None:
