@@ -121,15 +121,14 @@ class FLAMConfig:
     # up to step `split_until`, 0 = to the end) the slot with the highest action rate since the last check is split
     # in two when its rate is at least `split_ratio` times the median action slot's (the widest slot left out:
     # `crowded_slot`) and a slot carries no action (rate under ACTIVE_RATE): the idle slot with the least attention
-    # mass becomes an exact copy of the crowded slot
-    # (initialisation, query offset, their optimizer moments), and the two query offsets are fitted so that each
-    # takes one half of the crowded slot's tokens in the last training batch, cut along entities
-    # (`Factorizer.split_slot`). The empty-cluster restart of k-means: slots that hold several agents (at 8 agents
-    # one slot held three, at 4.0 nats, while one-agent slots carry ~1.8) stay so, as nothing moves an idle slot's
-    # query towards them. Under the plain loss every split was undone within 250 steps (by initialisations: as
-    # fine-tuning and from scratch; by query offsets: as fine-tuning); under the loss that weighs changed tokens
-    # (change_weight), a split by query offsets held, and the shipped 8-agent flam-anchored has one
-    # (reports/recipe-variants). 0 = off.
+    # mass becomes an exact copy of the crowded slot (initialisation, query offset, their optimizer moments), and the
+    # two query offsets are fitted so that each takes one half of the crowded slot's tokens in the last training
+    # batch, cut along entities (`Factorizer.split_slot`). The empty-cluster restart of k-means: slots that hold
+    # several agents (at 8 agents one slot held three, at 4.0 nats, while one-agent slots carry ~1.8) stay so, as
+    # nothing moves an idle slot's query towards them. Under the plain loss every split was undone within 250 steps
+    # (by initialisations: as fine-tuning and from scratch; by query offsets: as fine-tuning); under the loss that
+    # weighs changed tokens (change_weight), a split by query offsets held, and the shipped 8-agent flam-anchored has
+    # one (reports/recipe-variants). 0 = off.
     split_every: int = 0
     split_until: int = 0
     split_ratio: float = 1.5
