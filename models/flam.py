@@ -132,6 +132,11 @@ class FLAMConfig:
     split_every: int = 0
     split_until: int = 0
     split_ratio: float = 1.5
+    # At a split check that finds no crowded action slot, split the idle slot with the most attention mass instead
+    # (same cut along entities). At 8 agents the short recipe left two agents in the background's slot, which carries
+    # no action, so no edit moved them and the rate rule never saw them (reports/recipe-variants, "The split rule
+    # without the background slot"). Needs split_every.
+    split_idle: bool = False
 
     def __post_init__(self) -> None:
         for name, kind in (("coupling", Coupling), ("aggregator", AggregatorKind)):
@@ -158,6 +163,8 @@ class FLAMConfig:
             raise ValueError("background_warmup and action_noise_warmup must be >= 0")
         if self.split_every < 0 or self.split_until < 0 or self.split_ratio < 1:
             raise ValueError("split_every and split_until must be >= 0 (steps) and split_ratio >= 1")
+        if self.split_idle and not self.split_every:
+            raise ValueError("split_idle needs split_every: it acts at the split checks")
         if self.split_every and not self.factorizer.query_offsets:
             raise ValueError(
                 "split_every needs factorizer.query_offsets=true: a split parts the crowded slot and its copy by their "
@@ -531,6 +538,9 @@ class FLAM(nn.Module):
         }
         source = crowded_slot(rates, masses, c.split_ratio)
         idle = [k for k in range(self.n_slots) if k not in action_slot_indices(rates)]
+        if source is None and c.split_idle and len(idle) > 1:
+            source = max(idle, key=lambda k: float(masses[k]))
+            idle.remove(source)
         if source is None or not idle:
             return event
         target = min(idle, key=lambda k: float(masses[k]))

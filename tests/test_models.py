@@ -718,6 +718,31 @@ def test_the_split_rule_leaves_the_slot_with_the_background_out_of_its_median() 
     assert crowded_slot(torch.zeros(3), torch.ones(3), 1.5) is None  # no action slot yet
 
 
+@pytest.mark.parametrize("split_idle", [False, True])
+def test_split_idle_divides_the_widest_idle_slot_when_no_action_slot_is_crowded(split_idle: bool) -> None:
+    torch.manual_seed(0)
+    base = flam_config()
+    factorizer = replace(base.factorizer, query_offsets=True)
+    model = FLAM(replace(base, factorizer=factorizer, split_every=1, split_idle=split_idle))
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(codes()).loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        masks = model.factorizer(model.split_batch).masks  # [B, T, K, N]
+    wide = int(masks.argmax(dim=2).flatten().mode().values)  # holds tokens of the last batch, as the background would
+    acting, spare = [k for k in range(K) if k != wide]
+    summed = torch.zeros(2, K)
+    summed[:, acting], summed[:, wide], summed[:, spare] = torch.tensor([2.0, 1.0]), torch.tensor([0.0, 20.0]), 0.0
+    model.split_stats.copy_(summed)  # one action slot, so none is crowded
+    event = model.after_optimizer_step(optimizer)
+    assert (event.get("split"), event.get("into")) == ((wide, spare) if split_idle else (None, None))
+
+
+def test_split_idle_needs_split_checks() -> None:
+    with pytest.raises(ValueError, match="split_idle needs split_every"):
+        flam_config(split_idle=True)
+
+
 def test_kmeans_finds_separate_groups() -> None:
     g = torch.Generator().manual_seed(0)
     blobs = [torch.randn(n, 8, generator=g) + 6 * torch.eye(8)[i] for i, n in enumerate((30, 20, 10))]
