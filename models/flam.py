@@ -135,7 +135,9 @@ class FLAMConfig:
     # At a split check that finds no crowded action slot, split the idle slot with the most attention mass instead
     # (same cut along entities). At 8 agents the short recipe left two agents in the background's slot, which carries
     # no action, so no edit moved them and the rate rule never saw them (reports/recipe-variants, "The split rule
-    # without the background slot"). Needs split_every.
+    # without the background slot"). Tried there for one 1,500-step weighted stage, it did not free them: each of its
+    # three splits was undone within 250 steps, one of the two slots taking the background and both agents back whole.
+    # Kept (off by default) so that record can be repeated. Needs split_every.
     split_idle: bool = False
 
     def __post_init__(self) -> None:
