@@ -119,7 +119,7 @@ class FLAMConfig:
     action_noise_warmup: int = 0
     # Slot splitting (needs factorizer.query_offsets): every `split_every` training steps (counted by `steps_trained`;
     # up to step `split_until`, 0 = to the end) the slot with the highest action rate since the last check is split
-    # in two when its rate is at least `split_ratio` times the median action slot's (the widest slot left out:
+    # in two when its rate is at least `split_ratio` times the median action slot's (the widest action slot left out:
     # `crowded_slot`) and a slot carries no action (rate under ACTIVE_RATE): the idle slot with the least attention
     # mass becomes an exact copy of the crowded slot (initialisation, query offset, their optimizer moments), and the
     # two query offsets are fitted so that each takes one half of the crowded slot's tokens in the last training
@@ -404,11 +404,12 @@ def readout_nats(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 def crowded_slot(rates: torch.Tensor, masses: torch.Tensor, ratio: float) -> int | None:
     """The slot a split check divides, from each slot's mean action rate and attention mass [K] over the window: the
     action slot with the highest rate, when that rate is at least `ratio` times the median action slot's; else None.
-    The slot holding the most tokens stays out of the median while another action slot is left: it holds the
-    background and whatever agents no other slot took, so its rate is not one entity's. In the short 8-agent recipe
-    such a slot (51 of 64 tokens, 5.7-5.9 nats) lifted the median to a crowded slot's rate, and three of four checks
-    split nothing (reports/recipe-variants, "8 agents: a short recipe"); on every earlier record the rule decides as
-    the plain median did."""
+    The action slot holding the most tokens stays out of the median while another action slot is left: where the
+    background's slot carries actions, it holds agents no other slot took, so its rate is not one entity's. In the
+    short 8-agent recipe such a slot (51 of 64 tokens, 5.7-5.9 nats) lifted the median to a crowded slot's rate, and
+    three of four checks split nothing (reports/recipe-variants, "8 agents: a short recipe"). Of the 34 checks in the
+    earlier training records it decides otherwise only at those three and at two of a split method since removed
+    (`mg8-split-random`); the shipped recipes' checks are unchanged."""
     active = action_slot_indices(rates)
     if not active:
         return None
