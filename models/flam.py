@@ -409,7 +409,7 @@ def crowded_slot(rates: torch.Tensor, masses: torch.Tensor, ratio: float) -> int
     short 8-agent recipe such a slot (51 of 64 tokens, 5.7-5.9 nats) lifted the median to a crowded slot's rate, and
     three of four checks split nothing (reports/recipe-variants, "8 agents: a short recipe"). Of the 34 checks in the
     earlier training records it decides otherwise only at those three and at two of a split method since removed
-    (`mg8-split-random`); the shipped recipes' checks are unchanged."""
+    (`mg8-split-random`; scripts/split_replay.py); the shipped recipes' checks are unchanged."""
     active = action_slot_indices(rates)
     if not active:
         return None

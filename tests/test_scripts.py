@@ -86,3 +86,15 @@ def test_slot_claims_reads_an_anchored_flam_and_its_edits(tiny_checkpoints: Path
     assert "with slot 1 edited" in output.out
     status = run_script(monkeypatch, "slot_claims.py", anchored, tiny_dataset, "--split", "train", "--edit", "3")
     assert status == 2 and "--edit must name a slot from 0 to 2" in capsys.readouterr().err
+
+
+def test_split_replay_lists_where_the_split_rules_differ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    record = SCRIPTS.parent / "reports" / "recipe-variants" / "mg8-cur-parts-training.json"
+    assert run_script(monkeypatch, "split_replay.py", record) == 0
+    output = capsys.readouterr().out  # the third try's checks at 3,500, 3,750 and 4,250 split nothing then
+    assert "4 checks, 3 decided otherwise" in output and "step 4000" not in output
+    broken = tmp_path / "training.json"
+    broken.write_text("{")
+    assert run_script(monkeypatch, "split_replay.py", broken) == 2
+    assert "not a readable training record" in capsys.readouterr().err
