@@ -48,7 +48,8 @@ class FSQ(nn.Module):
         self.register_buffer("half_width", (torch.tensor(levels, dtype=torch.float32) - 1) / 2, persistent=False)
 
     def _shape(self, x: torch.Tensor) -> torch.Tensor:
-        return self.half_width.view(-1, *([1] * (x.dim() - 2)))  # [E, 1, 1] to broadcast over a channel axis at dim 1
+        # [E, 1, 1]: broadcasts over a channel axis third from the end, so a clip [B, T, E, h, w] snaps as a frame does
+        return self.half_width.view(-1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, E, h, w] unbounded -> codes [B, E, h, w] on the lattice {-1, ..., 1} (gradients pass through)."""

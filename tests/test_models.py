@@ -75,6 +75,15 @@ def test_fsq_snap_rounds_to_nearest_level() -> None:
     assert fsq.snap(x).flatten().tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
 
 
+def test_fsq_snaps_clips_along_their_channel_axis() -> None:
+    # Training validates on clips [B, T, E, h, w]; with T = E the lattice once lined up with the time axis instead.
+    fsq = FSQ((3, 5, 7))
+    clip = torch.rand(2, 3, 3, 4, 4) * 2 - 1
+    frames = torch.stack([fsq.snap(clip[:, t]) for t in range(3)], dim=1)
+    assert torch.equal(fsq.snap(clip), frames)
+    assert torch.equal(fsq.from_indices(fsq.indices(frames)), frames)
+
+
 def test_factorizer_masks_sum_to_one_over_slots() -> None:
     fac = Factorizer(flam_config().factorizer)
     factored = fac(codes())
