@@ -1,9 +1,13 @@
 """The analysis scripts in scripts/ (the commands that reproduce reports/recipe-variants) run end to end on the tiny
-model set, and refuse bad input with one line that names what to fix."""
+model set, and refuse bad input with one line that names what to fix; the short 8-agent training script runs its real
+commands, each cut to two steps of the tiny preset."""
 
 from __future__ import annotations
 
+import json
+import os
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -98,3 +102,53 @@ def test_split_replay_lists_where_the_split_rules_differ(tmp_path: Path, monkeyp
     broken.write_text("{")
     assert run_script(monkeypatch, "split_replay.py", broken) == 2
     assert "not a readable training record" in capsys.readouterr().err
+
+
+def test_short_8_agent_recipe_chains_its_stages_and_resumes(tiny_dataset: Path, tmp_path: Path) -> None:
+    # FLAM stands for the real CLI with every training cut to 2 steps of the tiny preset, and logs each command.
+    calls = tmp_path / "calls.jsonl"
+    flam = tmp_path / "flam"
+    flam.write_text(f"""#!{sys.executable}
+import json, sys
+from flam.main import main
+argv = sys.argv[1:]
+if argv[:2] == ["train", "lam"]:
+    argv[argv.index("--steps") + 1] = "2"
+    argv += ["--preset", "tiny"]
+with open({str(calls)!r}, "a") as log:
+    log.write(json.dumps(argv) + "\\n")
+sys.exit(main(argv))
+""")
+    flam.chmod(0o755)
+    data = tmp_path / "data"
+    data.mkdir()
+    for agents in (4, 8):  # the 8-agent tokenizer reads any 64 px multigrid frames
+        (data / f"multigrid-{agents}").symlink_to(tiny_dataset)
+    env = {**os.environ, "FLAM": str(flam), "RUNS": str(tmp_path / "runs")}
+    script = [str(SCRIPTS / "train-short-8.sh"), str(data)]
+
+    def run() -> list[list[str]]:
+        calls.unlink(missing_ok=True)
+        done = subprocess.run(script, cwd=SCRIPTS.parent, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return [json.loads(line) for line in calls.read_text().splitlines()]
+
+    def value(argv: list[str], flag: str) -> str | None:
+        return argv[argv.index(flag) + 1] if flag in argv else None
+
+    first = run()
+    runs = tmp_path / "runs" / "multigrid-8-short"
+    stages = [runs / name for name in ("four-agents", "eight-agents", "parts", "flam-anchored")]
+    assert [Path(value(argv, "--out")) for argv in first] == stages  # data was there: no `flam data generate`
+    assert [value(argv, "--init") for argv in first] == [None, *map(str, stages[:-1])]
+    assert [Path(value(argv, "--data")).name for argv in first] == ["multigrid-4"] + ["multigrid-8"] * 3
+    assert not any("--resume" in argv for argv in first)
+    model = json.loads((runs / "flam-anchored" / "config.json").read_text())["config"]
+    assert model["factorizer"]["n_slots"] == 10 and model["factorizer"]["carry_slots"]
+    assert model["hard_anchor"] and model["change_weight"] == 0 and model["split_every"] == 0
+    weights = (runs / "flam-anchored" / "model.safetensors").read_bytes()
+
+    # Run again: every stage resumes, finds its steps done, and the model is left as it was.
+    second = run()
+    assert all("--resume" in argv for argv in second) and len(second) == 4
+    assert (runs / "flam-anchored" / "model.safetensors").read_bytes() == weights
