@@ -4,9 +4,10 @@ Each record's `events` keep every check's window statistics (mean action rate an
 model or data is needed.
 
 Reproduces crowded_slot's docstring and reports/recipe-variants ("The split rule without the background slot"): of
-the 34 checks in the records before it, the rules differ at five (three of mg8-cur-parts, two of mg8-split-random):
+the 34 checks in the records before it, the rules differ at five (three of mg8-cur-parts, two of mg8-split-random).
+The records of runs under crowded_slot (mg8-cur2 and later) are left out:
     .venv/bin/python scripts/split_replay.py reports/recipe-variants/*-training.json checkpoints/*/*/training.json \
-        --exclude mg8-cur2 --exclude mg8-cur3
+        --exclude mg8-cur2 --exclude mg8-cur3 --exclude mg8-cur4
 """
 
 import argparse

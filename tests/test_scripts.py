@@ -98,6 +98,13 @@ def test_split_replay_lists_where_the_split_rules_differ(tmp_path: Path, monkeyp
     assert run_script(monkeypatch, "split_replay.py", record) == 0
     output = capsys.readouterr().out  # the third try's checks at 3,500, 3,750 and 4,250 split nothing then
     assert "4 checks, 3 decided otherwise" in output and "step 4000" not in output
+    # The docstring's command: the records before crowded_slot, whose count crowded_slot's docstring states.
+    repo = SCRIPTS.parent
+    before = [path for pattern in ("reports/recipe-variants/*-training.json", "checkpoints/*/*/training.json")
+              for path in sorted(repo.glob(pattern))]  # fmt: skip
+    excludes = ["--exclude", "mg8-cur2", "--exclude", "mg8-cur3", "--exclude", "mg8-cur4"]
+    assert run_script(monkeypatch, "split_replay.py", *before, *excludes) == 0
+    assert "34 checks, 5 decided otherwise" in capsys.readouterr().out
     broken = tmp_path / "training.json"
     broken.write_text("{")
     assert run_script(monkeypatch, "split_replay.py", broken) == 2
